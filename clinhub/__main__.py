@@ -1,0 +1,5 @@
+"""`python -m clinhub` runs the CLI."""
+
+from clinhub.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""create_app(): the FastAPI application; mounts each domain's router and maps errors, nothing else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from clinhub import __version__
+from clinhub.config import Settings, get_settings
+from clinhub.errors import ClinhubError
+from clinhub.hub import Hub
+from clinhub.platform import health
+from clinhub.platform.logging import configure as configure_logging
+from clinhub.platform.metrics import MetricsMiddleware, render
+
+log = logging.getLogger("clinhub.api")
+
+
+def _error_body(code: str, message: str) -> dict:
+    return {"error": code, "message": message}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the clinhub HTTP API for `settings` (default: from the environment)."""
+    hub = Hub(settings or get_settings())
+    configure_logging(hub.settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        hub.close()
+
+    app = FastAPI(
+        title="clinhub",
+        version=__version__,
+        description="Clinical data hub: HL7 v2 and FHIR R4 in, SQL on FHIR views, quality, analytics.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.add_middleware(MetricsMiddleware)
+
+    @app.exception_handler(ClinhubError)
+    async def clinhub_error(_request: Request, exc: ClinhubError) -> JSONResponse:
+        return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.http_status)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        # the exception text may carry health data: log its type and route only
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route)
+        return JSONResponse(_error_body("exception", "internal error"), status_code=500)
+
+    @app.get("/health", tags=["health"], summary="Status of the store, the analytic engine and the cache")
+    def get_health() -> JSONResponse:
+        body = health.report(hub.store, hub.engine, hub.settings.redis_url)
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
+
+    @app.get("/health/live", tags=["health"], summary="Liveness: the process answers")
+    def get_live() -> dict:
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["health"], summary="Readiness: store reachable and fully migrated")
+    def get_ready() -> JSONResponse:
+        store = health.check_store(hub.store)
+        body = {"status": "ready" if store.ok else "not ready", "store": store.as_dict()}
+        return JSONResponse(body, status_code=200 if store.ok else 503)
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", include_in_schema=True)
+    def get_metrics() -> Response:
+        payload, content_type = render()
+        return Response(payload, media_type=content_type)
+
+    return app

@@ -1,0 +1,36 @@
+"""The Hub: one object holding the settings, the store and the analytic engine of a running clinhub."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from clinhub.config import Settings, get_settings
+from clinhub.engine import AnalyticEngine
+from clinhub.store import create_store_engine, upgrade
+
+
+class Hub:
+    """What the API, the CLI and the SDK share: build one per process and pass it around."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+
+    @cached_property
+    def store(self) -> Engine:
+        return create_store_engine(self.settings.store_url)
+
+    @cached_property
+    def engine(self) -> AnalyticEngine:
+        return AnalyticEngine(self.settings.store_url)
+
+    def migrate(self, revision: str = "head") -> str | None:
+        """Bring the store to the newest schema (or to `revision`); returns the revision it is at."""
+        return upgrade(self.store, revision)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.close()
+        if "store" in self.__dict__:
+            self.store.dispose()

@@ -1,0 +1,1 @@
+"""Cross-cutting services every domain uses: logging, metrics, health (auth, audit, cache, jobs follow)."""
