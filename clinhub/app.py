@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 
 from clinhub import __version__
 from clinhub.config import Settings, get_settings
-from clinhub.errors import ClinhubError
+from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
 from clinhub.hub import Hub
 from clinhub.platform import health
+from clinhub.platform.api import router as platform_router
 from clinhub.platform.logging import configure as configure_logging
 from clinhub.platform.metrics import MetricsMiddleware, render
 
@@ -45,7 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ClinhubError)
     async def clinhub_error(_request: Request, exc: ClinhubError) -> JSONResponse:
-        return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.http_status)
+        headers = {}
+        if isinstance(exc, Unauthenticated):
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return JSONResponse(_error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -74,4 +81,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payload, content_type = render()
         return Response(payload, media_type=content_type)
 
+    app.include_router(platform_router)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -9,6 +11,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from clinhub.errors import ConfigError
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -31,6 +35,13 @@ class Settings(BaseSettings):
     mllp_port: int = Field(default=2575, ge=1, le=65535, description="MLLP (HL7 v2) port.")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     secret_key: SecretStr | None = Field(default=None, description="Signing key for tokens (auth).")
+    demo: bool = Field(
+        default=False, description="Demo mode: a generated signing key is allowed. Never in production."
+    )
+    access_token_minutes: int = Field(default=15, ge=1, description="Lifetime of an access token.")
+    refresh_token_days: int = Field(default=7, ge=1, description="Lifetime of a refresh token.")
+    login_max_failures: int = Field(default=5, ge=1, description="Failed logins per user or IP per window.")
+    login_window_seconds: int = Field(default=300, ge=1, description="Window of the login rate limit.")
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -43,6 +54,25 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'clinhub.db').resolve()}"
+
+    def token_secret(self) -> str:
+        """The key that signs tokens: CLINHUB_SECRET_KEY, or in demo mode one generated in the data dir."""
+        if self.secret_key is not None:
+            value = self.secret_key.get_secret_value()
+            if len(value) < 32:
+                raise ConfigError("CLINHUB_SECRET_KEY must have at least 32 characters")
+            return value
+        if not self.demo:
+            raise ConfigError(
+                "CLINHUB_SECRET_KEY is not set; set it (at least 32 random characters) or use demo mode"
+            )
+        path = self.data_dir / "demo-secret"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        return path.read_text().strip()
 
     def masked(self) -> dict[str, str]:
         """Effective settings as strings, with passwords and secrets replaced by '***'."""

@@ -66,6 +66,17 @@ class Conflict(ClinhubError):
     code = "conflict"
 
 
+class RateLimited(ClinhubError):
+    """Too many attempts; `retry_after` says how many seconds to wait."""
+
+    http_status = 429
+    code = "throttled"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class NotSupported(ClinhubError):
     """A feature that is not built yet; the product says so rather than pretending."""
 
@@ -97,6 +108,7 @@ __all__ = [
     "NotFound",
     "NotSupported",
     "PermissionDenied",
+    "RateLimited",
     "StoreUnavailable",
     "Unauthenticated",
     "ViewError",

@@ -8,6 +8,8 @@ from sqlalchemy import Engine
 
 from clinhub.config import Settings, get_settings
 from clinhub.engine import AnalyticEngine
+from clinhub.platform.auth import LoginLimiter
+from clinhub.platform.cache import Cache
 from clinhub.store import create_store_engine, upgrade
 
 
@@ -22,6 +24,14 @@ class Hub:
         return create_store_engine(self.settings.store_url)
 
     @cached_property
+    def cache(self) -> Cache:
+        return Cache(redis_url=self.settings.redis_url)
+
+    @cached_property
+    def login_limiter(self) -> LoginLimiter:
+        return LoginLimiter(self.settings.login_max_failures, self.settings.login_window_seconds)
+
+    @cached_property
     def engine(self) -> AnalyticEngine:
         return AnalyticEngine(self.settings.store_url)
 
@@ -32,5 +42,7 @@ class Hub:
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.close()
+        if "cache" in self.__dict__:
+            self.cache.close()
         if "store" in self.__dict__:
             self.store.dispose()

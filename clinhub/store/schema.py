@@ -208,7 +208,8 @@ audit_event = Table(
     Column("outcome", String(16), nullable=False),
     Column("client_address", String(64)),
     Column("detail", Json),
-    Column("prev_hash", String(64), nullable=False),
+    # unique prev_hash: two writers that read the same chain head cannot both append (no forks)
+    Column("prev_hash", String(64), nullable=False, unique=True),
     Column("hash", String(64), nullable=False, unique=True),
     Index(None, "occurred_at"),
     Index(None, "actor"),

@@ -1,0 +1,123 @@
+"""Every route, generated from the app's route table: anonymous 401, a role without the permission 403,
+a role with it 2xx. A route that declares no permission (and is not a public probe) fails here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import count
+
+import pytest
+from fastapi.testclient import TestClient
+
+from clinhub.app import create_app
+from clinhub.config import Settings
+from clinhub.platform import auth
+from clinhub.platform.deps import PUBLIC_PATHS, declared_permission, route_table
+from clinhub.platform.permissions import PERMISSIONS, ROLES
+from clinhub.store import create_store_engine, upgrade
+
+PASSWORD = "a long enough password"
+_serial = count()
+
+
+def _new_key(store) -> str:
+    key_id, _ = auth.create_api_key(store, "target", f"k{next(_serial)}")
+    return f"/admin/keys/{key_id}"
+
+
+#: (method, path template) -> a function of the store giving (url, json body) for a valid request
+EXAMPLES: dict[tuple[str, str], Callable] = {
+    ("POST", "/admin/users"): lambda s: (
+        "/admin/users",
+        {"username": f"new{next(_serial)}", "password": PASSWORD, "role": "viewer"},
+    ),
+    ("POST", "/admin/users/{username}/disable"): lambda s: ("/admin/users/target/disable", None),
+    ("POST", "/admin/users/{username}/enable"): lambda s: ("/admin/users/target/enable", None),
+    ("PUT", "/admin/users/{username}/role"): lambda s: ("/admin/users/target/role", {"role": "viewer"}),
+    ("POST", "/admin/keys"): lambda s: ("/admin/keys", {"username": "target", "name": "feed"}),
+    ("DELETE", "/admin/keys/{key_id}"): lambda s: (_new_key(s), None),
+    ("POST", "/cache/invalidate"): lambda s: ("/cache/invalidate", {"pattern": "x:*"}),
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("matrix")
+    settings = Settings(
+        data_dir=tmp, database_url=f"sqlite:///{tmp / 'store.db'}", secret_key="k" * 40, _env_file=None
+    )
+    store = create_store_engine(settings.store_url)
+    upgrade(store)
+    for role in ROLES:
+        auth.create_user(store, role, PASSWORD, role)
+    auth.create_user(store, "target", PASSWORD, "viewer")
+    app = create_app(settings)
+    with TestClient(app) as client:
+        tokens = {}
+        for role in ROLES:
+            response = client.post("/auth/login", json={"username": role, "password": PASSWORD})
+            assert response.status_code == 200, response.text
+            tokens[role] = {"Authorization": f"Bearer {response.json()['access_token']}"}
+        yield app, client, tokens, store
+    store.dispose()
+
+
+def _cases(app) -> list[tuple[str, str, object]]:
+    return [
+        (method, entry.path, entry.route)
+        for entry in route_table(app)
+        for method in sorted(entry.methods)
+        if entry.path not in PUBLIC_PATHS
+    ]
+
+
+def test_every_non_public_route_declares_a_known_permission(world) -> None:
+    entries = [e for e in route_table(world[0]) if e.path not in PUBLIC_PATHS]
+    assert len(entries) >= 10
+    undeclared = [e.path for e in entries if declared_permission(e.route) is None]
+    assert undeclared == []
+    assert all(declared_permission(e.route) in PERMISSIONS for e in entries)
+
+
+def test_role_matrix(world) -> None:
+    app, client, tokens, store = world
+    cases = _cases(app)
+    assert len(cases) >= 10
+    for method, path, route in cases:
+        permission = declared_permission(route)
+        example = EXAMPLES.get((method, path))
+        if example is None:
+            assert "{" not in path and method == "GET", f"add an example request for {method} {path}"
+            example = lambda s, p=path: (p, None)  # noqa: E731
+        url, body = example(store)
+        anonymous = client.request(method, url, json=body)
+        assert anonymous.status_code == 401, (method, path, anonymous.status_code)
+        assert anonymous.headers.get("www-authenticate") == "Bearer"
+        holders = PERMISSIONS[permission]
+        allowed = (
+            next(role for role in ROLES if role in holders and role != "admin")
+            if len(holders) > 1
+            else "admin"
+        )
+        for role in ROLES:
+            if role in holders:
+                continue
+            denied = client.request(method, url, json=body, headers=tokens[role])
+            assert denied.status_code == 403, (method, path, role, denied.status_code)
+        url, body = example(store)
+        granted = client.request(method, url, json=body, headers=tokens[allowed])
+        assert 200 <= granted.status_code < 300, (method, path, allowed, granted.status_code, granted.text)
+
+
+def test_public_probes_need_no_credentials(world) -> None:
+    client = world[1]
+    for path in ("/health/live", "/metrics", "/openapi.json"):
+        assert client.get(path).status_code == 200
+
+
+def test_api_key_works_as_bearer_and_header(world) -> None:
+    client, store = world[1], world[3]
+    _, key = auth.create_api_key(store, "analyst", "script")
+    assert client.get("/auth/me", headers={"Authorization": f"Bearer {key}"}).json()["role"] == "analyst"
+    assert client.get("/auth/me", headers={"X-API-Key": key}).json()["via"] == "api_key"
+    assert client.get("/auth/me", headers={"X-API-Key": key + "x"}).status_code == 401
