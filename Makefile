@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/clinhub demo
 
 serve: $(STAMP)
-	$(BIN)/clinhub serve --migrate
+	CLINHUB_DEMO=1 $(BIN)/clinhub serve --migrate
 
 test: $(STAMP)
 	$(BIN)/ruff check clinhub tests benchmarks

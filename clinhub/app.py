@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,10 +15,11 @@ from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
 from clinhub.hub import Hub
 from clinhub.platform import health
 from clinhub.platform.api import router as platform_router
+from clinhub.platform.logging import RequestContextMiddleware, get_logger
 from clinhub.platform.logging import configure as configure_logging
 from clinhub.platform.metrics import MetricsMiddleware, render
 
-log = logging.getLogger("clinhub.api")
+log = get_logger("clinhub.api")
 
 
 def _error_body(code: str, message: str) -> dict:
@@ -29,7 +29,7 @@ def _error_body(code: str, message: str) -> dict:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the clinhub HTTP API for `settings` (default: from the environment)."""
     hub = Hub(settings or get_settings())
-    configure_logging(hub.settings.log_level)
+    configure_logging(hub.settings.log_level, hub.settings.log_format)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.hub = hub
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware)
 
     @app.exception_handler(ClinhubError)
     async def clinhub_error(_request: Request, exc: ClinhubError) -> JSONResponse:
@@ -58,7 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         # the exception text may carry health data: log its type and route only
         route = getattr(request.scope.get("route"), "path", "unmatched")
-        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route)
+        log.error("unhandled error", error=type(exc).__name__, method=request.method, route=route)
         return JSONResponse(_error_body("exception", "internal error"), status_code=500)
 
     @app.get("/health", tags=["health"], summary="Status of the store, the analytic engine and the cache")

@@ -13,9 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clinhub import __version__
-from clinhub.config import get_settings
+from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
 from clinhub.hub import Hub
+from clinhub.platform.backup_cli import app as backup_app
+from clinhub.platform.cli import audit_app, keys_app, users_app
+from clinhub.platform.jobs_cli import app as jobs_app
+from clinhub.platform.perf_cli import app as perf_app
 from clinhub.store.cli import app as db_app
 from clinhub.synth.cli import synth_command
 
@@ -27,6 +31,12 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(backup_app, name="backup")
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(perf_app, name="perf")
 app.command("synth")(synth_command)
 console = Console()
 err_console = Console(stderr=True)
@@ -61,12 +71,13 @@ def serve_command(
     _serve(host, port, migrate)
 
 
-def _serve(host: str | None, port: int | None, migrate: bool) -> None:
+def _serve(host: str | None, port: int | None, migrate: bool, settings: Settings | None = None) -> None:
     import uvicorn
 
     from clinhub.app import create_app
 
-    settings = get_settings()
+    settings = settings or get_settings()
+    settings.token_secret()  # refuse to start without a signing key rather than fail on the first login
     if migrate:
         hub = Hub(settings)
         hub.migrate()
@@ -76,6 +87,7 @@ def _serve(host: str | None, port: int | None, migrate: bool) -> None:
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),
+        access_log=False,  # ours logs route templates; uvicorn's logs raw paths, which may name patients
     )
 
 
@@ -127,7 +139,7 @@ def demo_command(
         f"files: {result.synth.out_dir}   took {result.elapsed_seconds:.1f} s"
     )
     if serve:
-        _serve(None, None, False)
+        _serve(None, None, False, settings.model_copy(update={"demo": True}))
 
 
 def main() -> None:

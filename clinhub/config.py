@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     mllp_port: int = Field(default=2575, ge=1, le=65535, description="MLLP (HL7 v2) port.")
     log_level: LogLevel = Field(default="INFO", description="Log level.")
+    log_format: Literal["json", "console"] = Field(default="json", description="Log lines as JSON or text.")
     secret_key: SecretStr | None = Field(default=None, description="Signing key for tokens (auth).")
     demo: bool = Field(
         default=False, description="Demo mode: a generated signing key is allowed. Never in production."

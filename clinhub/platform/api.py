@@ -11,10 +11,16 @@ from pydantic import BaseModel, Field
 from clinhub.errors import InvalidInput, RateLimited, Unauthenticated
 from clinhub.hub import Hub
 from clinhub.platform import audit, auth
+from clinhub.platform.backup_api import router as backup_router
 from clinhub.platform.deps import client_address, get_hub, require
+from clinhub.platform.jobs_api import router as jobs_router
+from clinhub.platform.perf_api import router as perf_router
 from clinhub.platform.permissions import ROLES, permissions_of
 
 router = APIRouter()
+router.include_router(backup_router)
+router.include_router(jobs_router)
+router.include_router(perf_router)
 HubDep = Annotated[Hub, Depends(get_hub)]
 
 

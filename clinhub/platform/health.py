@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from clinhub import __version__
 from clinhub.engine import AnalyticEngine
 from clinhub.errors import ClinhubError
+from clinhub.platform.resilience import breaker_states
 from clinhub.store import backend_name, current_revision, head_revision, ping
 
 
@@ -61,4 +62,6 @@ def report(store: Engine, engine: AnalyticEngine, redis_url: str | None) -> dict
         "status": "ok" if healthy else "degraded",
         "version": __version__,
         **{name: c.as_dict() for name, c in checks.items()},
+        # outside services' breakers: an open one degrades a feature, not the hub, so it is shown, not failed
+        "circuit_breakers": breaker_states(),
     }

@@ -97,7 +97,13 @@ def _free_port() -> int:
 def test_serve_answers_health_over_a_real_socket(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLINHUB_")}
-    env.update({"CLINHUB_DATA_DIR": str(tmp_path / "data"), "CLINHUB_PORT": str(port)})
+    env.update(
+        {
+            "CLINHUB_DATA_DIR": str(tmp_path / "data"),
+            "CLINHUB_PORT": str(port),
+            "CLINHUB_SECRET_KEY": "s" * 40,
+        }
+    )
     server = subprocess.Popen(
         [sys.executable, "-m", "clinhub", "serve", "--migrate"],
         cwd=tmp_path,

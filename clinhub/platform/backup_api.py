@@ -1,0 +1,7 @@
+"""HTTP API of the backup service."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
