@@ -15,6 +15,7 @@ from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
 from clinhub.hub import Hub
 from clinhub.platform import health
 from clinhub.platform.api import router as platform_router
+from clinhub.platform.jobs import start_inprocess_worker
 from clinhub.platform.logging import RequestContextMiddleware, get_logger
 from clinhub.platform.logging import configure as configure_logging
 from clinhub.platform.metrics import MetricsMiddleware, render
@@ -26,15 +27,21 @@ def _error_body(code: str, message: str) -> dict:
     return {"error": code, "message": message}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the clinhub HTTP API for `settings` (default: from the environment)."""
+def create_app(settings: Settings | None = None, *, run_worker: bool = False) -> FastAPI:
+    """Build the clinhub HTTP API for `settings` (default: from the environment); with `run_worker`, jobs
+    also run in this process (the embedded default of `clinhub serve`)."""
     hub = Hub(settings or get_settings())
     configure_logging(hub.settings.log_level, hub.settings.log_format)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        hub.close()
+        worker = start_inprocess_worker(hub) if run_worker else None
+        try:
+            yield
+        finally:
+            if worker is not None:
+                worker.stop()
+            hub.close()
 
     app = FastAPI(
         title="clinhub",

@@ -19,6 +19,7 @@ from clinhub.hub import Hub
 from clinhub.platform.backup_cli import app as backup_app
 from clinhub.platform.cli import audit_app, keys_app, users_app
 from clinhub.platform.jobs_cli import app as jobs_app
+from clinhub.platform.jobs_cli import worker_command
 from clinhub.platform.perf_cli import app as perf_app
 from clinhub.store.cli import app as db_app
 from clinhub.synth.cli import synth_command
@@ -38,6 +39,7 @@ app.add_typer(backup_app, name="backup")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(perf_app, name="perf")
 app.command("synth")(synth_command)
+app.command("worker")(worker_command)
 console = Console()
 err_console = Console(stderr=True)
 
@@ -83,7 +85,7 @@ def _serve(host: str | None, port: int | None, migrate: bool, settings: Settings
         hub.migrate()
         hub.close()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, run_worker=settings.inprocess_worker),
         host=host or settings.host,
         port=port or settings.port,
         log_level=settings.log_level.lower(),

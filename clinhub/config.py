@@ -29,10 +29,16 @@ class Settings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the store; default: a SQLite file in the data dir.",
     )
+    db_pool_size: int = Field(
+        default=5, ge=1, le=200, description="Store connections kept open (PostgreSQL, MariaDB)."
+    )
     redis_url: str | None = Field(default=None, description="Redis for the shared cache tier (optional).")
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     mllp_port: int = Field(default=2575, ge=1, le=65535, description="MLLP (HL7 v2) port.")
+    inprocess_worker: bool = Field(
+        default=True, description="`clinhub serve` also runs jobs; set false when running `clinhub worker`."
+    )
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     log_format: Literal["json", "console"] = Field(default="json", description="Log lines as JSON or text.")
     secret_key: SecretStr | None = Field(default=None, description="Signing key for tokens (auth).")

@@ -10,6 +10,7 @@ from clinhub.config import Settings, get_settings
 from clinhub.engine import AnalyticEngine
 from clinhub.platform.auth import LoginLimiter
 from clinhub.platform.cache import Cache
+from clinhub.platform.perf import instrument
 from clinhub.store import create_store_engine, upgrade
 
 
@@ -21,7 +22,9 @@ class Hub:
 
     @cached_property
     def store(self) -> Engine:
-        return create_store_engine(self.settings.store_url)
+        engine = create_store_engine(self.settings.store_url, pool_size=self.settings.db_pool_size)
+        instrument(engine)  # the performance advisor's query timings
+        return engine
 
     @cached_property
     def cache(self) -> Cache:

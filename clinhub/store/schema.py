@@ -229,6 +229,9 @@ job = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("started_at", Timestamp),
     Column("finished_at", Timestamp),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("heartbeat_at", Timestamp),
+    Column("worker", String(128)),
     Index(None, "status"),
 )
 

@@ -286,6 +286,15 @@ def upgrade() -> None:
             .with_variant(mysql.DATETIME(fsp=6), "mysql"),
             nullable=True,
         ),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column(
+            "heartbeat_at",
+            sa.DateTime(timezone=True)
+            .with_variant(mysql.DATETIME(fsp=6), "mariadb")
+            .with_variant(mysql.DATETIME(fsp=6), "mysql"),
+            nullable=True,
+        ),
+        sa.Column("worker", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_job")),
     )
     with op.batch_alter_table("job", schema=None) as batch_op:
