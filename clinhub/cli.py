@@ -23,6 +23,7 @@ from clinhub.platform.jobs_cli import worker_command
 from clinhub.platform.perf_cli import app as perf_app
 from clinhub.store.cli import app as db_app
 from clinhub.synth.cli import synth_command
+from clinhub.views.cli import app as views_app
 
 app = typer.Typer(
     name="clinhub",
@@ -35,6 +36,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
+app.add_typer(views_app, name="views")
 app.add_typer(backup_app, name="backup")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(perf_app, name="perf")

@@ -113,15 +113,14 @@ class AnalyticEngine:
     def resources(self, resource_type: str | None = None) -> duckdb.DuckDBPyRelation:
         """Current FHIR resources from the store: columns resource_type, id, version_id, resource (JSON)."""
         table = self.store_table("fhir_resource")
-        sql = (
+        relation = self.sql(
             f"SELECT resource_type, id, version_id, last_updated, CAST(resource AS JSON) AS resource "  # noqa: S608
             f"FROM {table} WHERE NOT deleted"
         )
-        params: list[Any] = []
-        if resource_type is not None:
-            sql += " AND resource_type = ?"
-            params.append(resource_type)
-        return self.sql(sql, params)
+        if resource_type is None:
+            return relation
+        # a filter on the lazy relation, not a `?` parameter: DuckDB materialises parameterised results
+        return relation.filter(f"resource_type = {_quote(resource_type)}")
 
     def refresh(self) -> None:
         """Detach and re-attach the store, so a long-lived engine sees newly created tables."""
