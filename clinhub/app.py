@@ -19,6 +19,7 @@ from clinhub.platform.jobs import start_inprocess_worker
 from clinhub.platform.logging import RequestContextMiddleware, get_logger
 from clinhub.platform.logging import configure as configure_logging
 from clinhub.platform.metrics import MetricsMiddleware, render
+from clinhub.views.api import router as views_router
 
 log = get_logger("clinhub.api")
 
@@ -90,4 +91,5 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         return Response(payload, media_type=content_type)
 
     app.include_router(platform_router)
+    app.include_router(views_router)
     return app

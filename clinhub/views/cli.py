@@ -15,6 +15,7 @@ from rich.table import Table
 from clinhub.config import get_settings
 from clinhub.engine import AnalyticEngine
 from clinhub.errors import InvalidInput, NotFound
+from clinhub.views import library
 from clinhub.views.compiler import compile_definition
 from clinhub.views.conformance import report, run_suite
 from clinhub.views.dialects import DIALECTS
@@ -62,9 +63,18 @@ def validate_command(view: Path = VIEW_ARGUMENT) -> None:
     console.print(table)
 
 
+@app.command("library")
+def library_command() -> None:
+    """List the views shipped with clinhub (run one with `clinhub views run NAME`)."""
+    table = Table("name", "resource", "description", title="view library")
+    for view in library.list_views():
+        table.add_row(view["name"], view["resource"], view["description"])
+    console.print(table)
+
+
 @app.command("run")
 def run_command(
-    view: Path = VIEW_ARGUMENT,
+    view: str = typer.Argument(..., help="A library view's name or a ViewDefinition (JSON file)."),
     source: str = typer.Option(
         ..., "--source", help="'store', or an NDJSON file/directory, or a Parquet file/directory."
     ),
@@ -72,8 +82,13 @@ def run_command(
     out: Path | None = typer.Option(None, "--out", help="Write to this file (default: standard output)."),
     limit: int | None = typer.Option(None, "--limit", min=0, help="At most this many rows."),
 ) -> None:
-    """Run a ViewDefinition and write its rows (streamed by DuckDB, never held in memory)."""
-    definition = load_view(view)
+    """Run a library view or a ViewDefinition and write its rows (streamed by DuckDB, not held in memory)."""
+    # a file of that name wins, so a local view can shadow a library one
+    definition = (
+        library.get_view(view)
+        if library.has_view(view) and not Path(view).is_file()
+        else load_view(Path(view))
+    )
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     engine = _engine(source)

@@ -13,6 +13,7 @@ from clinhub.app import create_app
 from clinhub.config import Settings
 from clinhub.platform import auth
 from clinhub.platform.deps import PUBLIC_PATHS, declared_permission, route_table
+from clinhub.platform.jobs import new_job
 from clinhub.platform.permissions import PERMISSIONS, ROLES
 from clinhub.store import create_store_engine, upgrade
 
@@ -37,6 +38,58 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
     ("POST", "/admin/keys"): lambda s: ("/admin/keys", {"username": "target", "name": "feed"}),
     ("DELETE", "/admin/keys/{key_id}"): lambda s: (_new_key(s), None),
     ("POST", "/cache/invalidate"): lambda s: ("/cache/invalidate", {"pattern": "x:*"}),
+    ("POST", "/admin/backups"): lambda s: ("/admin/backups", None),
+    # "latest" is the backup the POST /admin/backups case above made: it comes first in route order
+    ("POST", "/admin/backups/{backup_id}/verify"): lambda s: ("/admin/backups/latest/verify", None),
+    ("POST", "/admin/backups/{backup_id}/restore"): lambda s: (
+        "/admin/backups/latest/restore",
+        {"confirm": True},
+    ),
+    ("POST", "/admin/backups/prune"): lambda s: ("/admin/backups/prune", {"keep_days": 30, "keep_min": 7}),
+    ("POST", "/jobs"): lambda s: ("/jobs", {"kind": "fhir.import", "params": {"path": "/none"}}),
+    # a job recorded (not enqueued) for the granted role, which may only see and cancel its own jobs
+    ("GET", "/jobs/{job_id}"): lambda s: (
+        "/jobs/" + new_job(s, "fhir.import", {"path": "/none"}, "integration_engineer"),
+        None,
+    ),
+    ("POST", "/jobs/{job_id}/cancel"): lambda s: (
+        "/jobs/" + new_job(s, "fhir.import", {"path": "/none"}, "integration_engineer") + "/cancel",
+        None,
+    ),
+    ("POST", "/admin/performance/maintenance"): lambda s: (
+        "/admin/performance/maintenance",
+        {"action": "analyze", "tables": ["provider"]},
+    ),
+    ("POST", "/fhir/ViewDefinition/$viewdefinition-run"): lambda s: (
+        "/fhir/ViewDefinition/$viewdefinition-run",
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "viewReference", "valueReference": {"reference": "patient_demographics"}}],
+        },
+    ),
+    ("GET", "/fhir/ViewDefinition/$viewdefinition-run"): lambda s: (
+        "/fhir/ViewDefinition/$viewdefinition-run?viewReference=patient_demographics",
+        None,
+    ),
+    ("POST", "/fhir/ViewDefinition"): lambda s: (
+        "/fhir/ViewDefinition",
+        {
+            "resourceType": "ViewDefinition",
+            "resource": "Patient",
+            "select": [{"column": [{"name": "id", "path": "id"}]}],
+        },
+    ),
+    # the PUT creates "matrix-view"; the GET and DELETE after it in route order read and delete it
+    ("PUT", "/fhir/ViewDefinition/{view_id}"): lambda s: (
+        "/fhir/ViewDefinition/matrix-view",
+        {
+            "resourceType": "ViewDefinition",
+            "resource": "Patient",
+            "select": [{"column": [{"name": "id", "path": "id"}]}],
+        },
+    ),
+    ("GET", "/fhir/ViewDefinition/{view_id}"): lambda s: ("/fhir/ViewDefinition/matrix-view", None),
+    ("DELETE", "/fhir/ViewDefinition/{view_id}"): lambda s: ("/fhir/ViewDefinition/matrix-view", None),
 }
 
 
