@@ -47,7 +47,9 @@ def main() -> int:
     print(f"FHIR resources/s   {resources / elapsed:,.0f}  ({resources:,} resources)")
     print(f"HL7 messages/s     {messages / elapsed:,.0f}  ({messages:,} messages)")
     print(f"peak RSS, this process       {_megabytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)}")
-    print(f"peak RSS, largest worker     {_megabytes(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}")
+    print(
+        f"peak RSS, largest worker     {_megabytes(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)}"
+    )
     if elapsed > args.target:
         print(f"FAIL: {elapsed:.1f} s is over the {args.target:.0f} s target", file=sys.stderr)
         return 1

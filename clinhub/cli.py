@@ -162,6 +162,10 @@ def main() -> None:
         err_console.print("clinhub: aborted")
         sys.exit(130)
     except Exception as exc:
+        # Typer ships its own copy of click; its usage errors are ClickExceptions in all but class
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
         if os.environ.get("CLINHUB_DEBUG"):
             raise
         err_console.print(

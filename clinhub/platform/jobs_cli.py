@@ -166,12 +166,6 @@ def cancel_command(job_id: str) -> None:
 
 def worker_command(
     workers: int = typer.Option(2, "--workers", "-w", min=1, help="Jobs run at the same time (threads)."),
-    heartbeat: float = typer.Option(
-        10.0,
-        "--heartbeat",
-        min=0.1,
-        help="Seconds between a running job's liveness marks; after 3 missed, a worker runs it again.",
-    ),
     shutdown_timeout: float = typer.Option(
         30.0, "--shutdown-timeout", min=0, help="On SIGINT/SIGTERM, seconds to let running jobs finish."
     ),
@@ -197,9 +191,7 @@ def worker_command(
         signal.signal(signum, lambda *_: stop.set())
     hub = Hub(settings)
     try:
-        worker = jobs.Worker(
-            hub, workers=workers, heartbeat_seconds=heartbeat, shutdown_timeout=shutdown_timeout
-        ).start()
+        worker = jobs.Worker(hub, workers=workers, shutdown_timeout=shutdown_timeout).start()
         console.print(
             f"worker: {workers} thread(s) on the queue at {jobs.queue_location(settings)}; "
             f"kinds: {', '.join(kind.name for kind in jobs.kinds())}; Ctrl-C stops",

@@ -154,7 +154,9 @@ class Tables:
         self.acute_weights = [list(accumulate(c.prevalence[band] for c in acute)) for band in range(4)]
         admission = [c for c in acute if c.key in _ADMISSION_ACUTE]
         self.admission_acute = admission
-        self.admission_weights = [list(accumulate(c.prevalence[band] for c in admission)) for band in range(4)]
+        self.admission_weights = [
+            list(accumulate(c.prevalence[band] for c in admission)) for band in range(4)
+        ]
         self.allergen_weights = list(accumulate(a.weight for a in codes.allergens))
         self.types: dict[tuple[str, bool], tuple[list[EncounterType], list[float]]] = {}
         for cls in ("AMB", "EMER", "IMP"):
@@ -249,7 +251,9 @@ class _Builder:
         self.child = age < 12
         roster = self.plan.roster
         home = rng.choice(roster.pairs_for("AMB-child" if age < 18 else "AMB-adult"))
-        city_index = roster.facilities[home[1]][2] if rng.random() < 0.85 else rng.randrange(len(codes.cities))
+        city_index = (
+            roster.facilities[home[1]][2] if rng.random() < 0.85 else rng.randrange(len(codes.cities))
+        )
         city = codes.cities[city_index]
         patient = Patient(
             index=self.index,
@@ -303,7 +307,9 @@ class _Builder:
             low, high = _MINUTES[cls]
             end = min(start + timedelta(minutes=rng.randint(low, high)), REFERENCE_DATETIME)
             if cls == "AMB":
-                provider, facility = home if rng.random() < 0.85 else rng.choice(roster.pairs_for("AMB-adult"))
+                provider, facility = (
+                    home if rng.random() < 0.85 else rng.choice(roster.pairs_for("AMB-adult"))
+                )
             else:
                 provider, facility = rng.choice(roster.pairs_for(cls))
             visit = Visit(new_id(rng), etype, start, end, provider, facility, patient.id)
@@ -336,7 +342,9 @@ class _Builder:
                 onset = earliest + timedelta(seconds=int(rng.random() * room)) if room > 0 else recorded
             else:
                 onset = max(birth, recorded - timedelta(days=rng.randint(1, 60)))
-            self._diagnose(patient, visit, code, onset.replace(hour=0, minute=0, second=0), None, chronic=True)
+            self._diagnose(
+                patient, visit, code, onset.replace(hour=0, minute=0, second=0), None, chronic=True
+            )
         for visit in patient.visits:
             chance = _ACUTE_CHANCE.get(visit.type.kind)
             if chance is None or rng.random() >= chance:
@@ -383,8 +391,12 @@ class _Builder:
                 chosen.append(medication)
         duration = (visit.end - visit.start).total_seconds()
         for medication in chosen:
-            authored = visit.start + timedelta(seconds=int(min(duration, 86_400) * (0.5 + 0.4 * rng.random())))
-            status = "active" if chronic and patient.deceased is None else "stopped" if chronic else "completed"
+            authored = visit.start + timedelta(
+                seconds=int(min(duration, 86_400) * (0.5 + 0.4 * rng.random()))
+            )
+            status = (
+                "active" if chronic and patient.deceased is None else "stopped" if chronic else "completed"
+            )
             visit.orders.append(Order(new_id(rng), medication, authored, status, problem, visit))
 
     # ---------------------------------------------------------------- observations
@@ -525,14 +537,18 @@ class _Builder:
             patient.mrn = mrn(self.plan.seed, self.index - 1)
             other = patient_id(self.plan.seed, self.index - 1)
             detail = f"MRN {patient.mrn} also identifies Patient/{other}"
-            self._add("duplicate_identifier", PATIENT_FILE, pid, "identifier[0].value", detail, f"Patient/{other}")
+            self._add(
+                "duplicate_identifier", PATIENT_FILE, pid, "identifier[0].value", detail, f"Patient/{other}"
+            )
         for visit in patient.visits:
             self._inject_visit(visit)
         if patient.birth_date_known:
             for problem in patient.problems:
                 if first_hit(drng, rate, ("onset_before_birth",)):
                     problem.onset = at_day(patient.birth_date) - timedelta(days=drng.randint(1, 2000))
-                    detail = f"onset {problem.onset.date().isoformat()}, born {patient.birth_date.isoformat()}"
+                    detail = (
+                        f"onset {problem.onset.date().isoformat()}, born {patient.birth_date.isoformat()}"
+                    )
                     self._add("onset_before_birth", CONDITION_FILE, problem.id, "onsetDateTime", detail)
 
     def _inject_visit(self, visit: Visit) -> None:
@@ -544,12 +560,16 @@ class _Builder:
         if first_hit(drng, rate, ("orphan_reference",)):
             visit.subject = new_id(drng)
             detail = f"Patient/{visit.subject} does not exist"
-            self._add("orphan_reference", ENCOUNTER_FILE, visit.id, "subject", detail, f"Patient/{visit.subject}")
+            self._add(
+                "orphan_reference", ENCOUNTER_FILE, visit.id, "subject", detail, f"Patient/{visit.subject}"
+            )
         for m in visit.measurements:
             if first_hit(drng, rate, ("orphan_reference",)):
                 m.subject = new_id(drng)
                 detail = f"Patient/{m.subject} does not exist"
-                self._add("orphan_reference", OBSERVATION_FILE, m.id, "subject", detail, f"Patient/{m.subject}")
+                self._add(
+                    "orphan_reference", OBSERVATION_FILE, m.id, "subject", detail, f"Patient/{m.subject}"
+                )
             if m.code.category == "vital-signs" and first_hit(drng, rate, ("implausible_vital",)):
                 self._implausible(m)
 

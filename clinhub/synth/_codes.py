@@ -194,7 +194,9 @@ def load_codes() -> Codes:
         ),
         medications={key: tuple(meds) for key, meds in medications.items()},
         observations={row["loinc"]: _observation(row) for row in _rows("observations.csv")},
-        panels={row["panel"]: Panel(row["panel"], row["loinc"], row["display"]) for row in _rows("panels.csv")},
+        panels={
+            row["panel"]: Panel(row["panel"], row["loinc"], row["display"]) for row in _rows("panels.csv")
+        },
         effects={
             (row["condition"], row["loinc"]): (float(row["mean"]), float(row["sd"]))
             for row in _rows("condition_effects.csv")
@@ -240,7 +242,8 @@ def load_codes() -> Codes:
         male_names=tuple(names["male"]),
         family_names=tuple(names["family"]),
         cities=tuple(
-            City(row["city"], row["state"], row["postal_code"], row["area_code"]) for row in _rows("cities.csv")
+            City(row["city"], row["state"], row["postal_code"], row["area_code"])
+            for row in _rows("cities.csv")
         ),
         streets=tuple(row["name"] for row in _rows("streets.csv")),
     )

@@ -336,7 +336,9 @@ def build_directory(seed: int, patients: int, defect_rate: float, codes: Codes) 
     providers, affiliations = _providers_and_affiliations(rng, seed, n_providers, facilities, codes)
     # Encounters are assigned from the clean affiliations, so patients do not depend on the defect rate.
     pairs = _pairs(providers, affiliations, facilities)
-    injector = _DirectoryDefects(Random(f"{seed}:directory-defects"), defect_rate, facilities, n_providers, codes)
+    injector = _DirectoryDefects(
+        Random(f"{seed}:directory-defects"), defect_rate, facilities, n_providers, codes
+    )
     injector.facilities()
     rows = injector.providers(providers, affiliations)
     city_index = {city: n for n, city in enumerate(codes.cities)}
@@ -373,16 +375,22 @@ class _DirectoryDefects:
             if first_hit(self.rng, self.rate, ("phone_invalid",)):
                 facility.phone = self._bad_phone(facility.phone, FACILITIES_FILE, facility.facility_id)
 
-    def providers(self, providers: list[Provider], affiliations: list[list[Affiliation]]) -> list[Affiliation]:
+    def providers(
+        self, providers: list[Provider], affiliations: list[list[Affiliation]]
+    ) -> list[Affiliation]:
         clean_npis: list[Provider] = []
         out: list[Affiliation] = []
         for provider, rows in zip(providers, affiliations, strict=True):
             pid = provider.provider_id
-            kind = first_hit(self.rng, self.rate, ("missing_npi", "npi_check_digit", "npi_malformed", "npi_duplicate"))
+            kind = first_hit(
+                self.rng, self.rate, ("missing_npi", "npi_check_digit", "npi_malformed", "npi_duplicate")
+            )
             if kind == "npi_duplicate" and clean_npis:
                 source = self.rng.choice(clean_npis)
                 provider.npi = source.npi
-                self.add(kind, PROVIDERS_FILE, pid, "npi", f"same NPI as {source.provider_id}", source.provider_id)
+                self.add(
+                    kind, PROVIDERS_FILE, pid, "npi", f"same NPI as {source.provider_id}", source.provider_id
+                )
             elif kind and kind != "npi_duplicate":
                 provider.npi = self._bad_npi(kind, provider.npi, PROVIDERS_FILE, pid)
             else:
@@ -448,7 +456,9 @@ class _DirectoryDefects:
             self.add(kind, PROVIDERS_FILE, pid, "email", f"{provider.email!r} is not a valid address")
         elif kind == "email_test_domain":
             provider.email = f"{local}@{self.rng.choice(_TEST_DOMAINS)}"
-            self.add(kind, PROVIDERS_FILE, pid, "email", f"{provider.email!r} is at a reserved example domain")
+            self.add(
+                kind, PROVIDERS_FILE, pid, "email", f"{provider.email!r} is at a reserved example domain"
+            )
         if first_hit(self.rng, self.rate, ("phone_invalid",)):
             provider.phone = self._bad_phone(provider.phone, PROVIDERS_FILE, pid)
 
@@ -463,11 +473,15 @@ class _DirectoryDefects:
                 names = self.codes.female_names if provider.gender == "F" else self.codes.male_names
                 other = rng.choice([n for n in names if n != provider.first_name])
                 provider.full_name = f"{other} {provider.last_name}"
-            self.add("name_mismatch", PROVIDERS_FILE, pid, "full_name", f"{provider.full_name!r} is not the name")
+            self.add(
+                "name_mismatch", PROVIDERS_FILE, pid, "full_name", f"{provider.full_name!r} is not the name"
+            )
         if first_hit(rng, self.rate, ("graduation_too_early",)):
             provider.graduation_year = provider.birth_year + rng.randint(10, 17)
             age = provider.graduation_year - provider.birth_year
-            self.add("graduation_too_early", PROVIDERS_FILE, pid, "graduation_year", f"graduated at age {age}")
+            self.add(
+                "graduation_too_early", PROVIDERS_FILE, pid, "graduation_year", f"graduated at age {age}"
+            )
         if first_hit(rng, self.rate, ("license_expired",)):
             provider.license_expiry = REFERENCE_DATE - timedelta(days=rng.randint(1, 730))
             self.add(

@@ -80,7 +80,9 @@ class Templates:
             _coding(_TERMINOLOGY + "condition-category", "encounter-diagnosis", "Encounter Diagnosis")
         ]
         self.medication = {
-            m.rxnorm: _concept(RXNORM, m.rxnorm, m.display) for meds in codes.medications.values() for m in meds
+            m.rxnorm: _concept(RXNORM, m.rxnorm, m.display)
+            for meds in codes.medications.values()
+            for m in meds
         }
         self.route = {
             "PO": _coding(SNOMED, "26643006", "Oral route"),
@@ -101,7 +103,9 @@ class Templates:
             "EMER": {"system": act, "code": "EMER", "display": "emergency"},
             "IMP": {"system": act, "code": "IMP", "display": "inpatient encounter"},
         }
-        self.encounter_type = {e.snomed: [_concept(SNOMED, e.snomed, e.display)] for e in codes.encounter_types}
+        self.encounter_type = {
+            e.snomed: [_concept(SNOMED, e.snomed, e.display)] for e in codes.encounter_types
+        }
         self.attender = [_coding(_TERMINOLOGY + "v3-ParticipationType", "ATND", "attender")]
         self.mrn_type = _coding(_TERMINOLOGY + "v2-0203", "MR", "Medical record number")
 
@@ -148,7 +152,10 @@ def render_patient(patient: Patient, roster: Roster, emit: Callable[[str, bytes]
             "participant": [
                 {
                     "type": tm.attender,
-                    "individual": {"reference": f"Practitioner/{provider_id}", "display": f"{given} {family}"},
+                    "individual": {
+                        "reference": f"Practitioner/{provider_id}",
+                        "display": f"{given} {family}",
+                    },
                 }
             ],
             "period": {"start": fhir_time(visit.start), "end": fhir_time(visit.end)},
@@ -267,7 +274,9 @@ def _observation(m: Measurement, encounter: dict, tm: Templates) -> dict:
     return _measured(resource, code, m.value, m.flag, tm)
 
 
-def _measured(target: dict, code: ObservationCode, value: float | int, flag: str | None, tm: Templates) -> dict:
+def _measured(
+    target: dict, code: ObservationCode, value: float | int, flag: str | None, tm: Templates
+) -> dict:
     target["valueQuantity"] = {"value": value, "unit": code.unit, "system": UCUM, "code": code.unit}
     if flag:
         target["interpretation"] = tm.interpretation[flag]

@@ -212,13 +212,18 @@ def _write_directory(files: dict[str, IO], directory: Directory, counts: dict[st
     mirrors = (
         ("Practitioner", [practitioner(p) for p in directory.providers]),
         ("Organization", [organization(f) for f in directory.facilities]),
-        ("PractitionerRole", [practitioner_role(a, providers.get(a.provider_id)) for a in directory.affiliations]),
+        (
+            "PractitionerRole",
+            [practitioner_role(a, providers.get(a.provider_id)) for a in directory.affiliations],
+        ),
     )
     for resource_type, resources in mirrors:
         name = f"fhir/{resource_type}.ndjson"
         files[name].write(b"".join(orjson.dumps(r) + b"\n" for r in resources))
         counts[name] = len(resources)
-    counts[PROVIDERS_FILE] = _csv(files[PROVIDERS_FILE], PROVIDER_COLUMNS, map(provider_row, directory.providers))
+    counts[PROVIDERS_FILE] = _csv(
+        files[PROVIDERS_FILE], PROVIDER_COLUMNS, map(provider_row, directory.providers)
+    )
     counts[FACILITIES_FILE] = _csv(
         files[FACILITIES_FILE], FACILITY_COLUMNS, map(facility_row, directory.facilities)
     )

@@ -63,7 +63,9 @@ class _Codes:
         self.allergen = {a.snomed: f"{a.snomed}^{escape(a.display)}^SCT" for a in codes.allergens}
         self.reaction = {a.snomed: escape(a.reaction_display) for a in codes.allergens}
         self.medication = {
-            m.rxnorm: f"{m.rxnorm}^{escape(m.display)}^RXNORM" for meds in codes.medications.values() for m in meds
+            m.rxnorm: f"{m.rxnorm}^{escape(m.display)}^RXNORM"
+            for meds in codes.medications.values()
+            for m in meds
         }
 
 
@@ -162,8 +164,14 @@ class _Writer:
         cls = visit.type.cls
         event = "A01" if cls == "IMP" else "A04"
         extra = [
-            segment("AL1", str(n), _ALLERGY_TYPE[a.allergen.category], self.codes.allergen[a.allergen.snomed],
-                    _SEVERITY[a.allergen.criticality], self.codes.reaction[a.allergen.snomed])
+            segment(
+                "AL1",
+                str(n),
+                _ALLERGY_TYPE[a.allergen.category],
+                self.codes.allergen[a.allergen.snomed],
+                _SEVERITY[a.allergen.criticality],
+                self.codes.reaction[a.allergen.snomed],
+            )
             for n, a in enumerate(self.patient.allergies, start=1)
             if a.recorded <= visit.start
         ]
@@ -186,16 +194,33 @@ class _Writer:
                 [
                     self.pid,
                     self._pv1(visit, discharged=False),
-                    segment("ORC", "NW", placer, "", "", "", "", "", "", hl7_time(order.authored), "", "",
-                            self._doctor(visit)),
-                    segment("RXE", "", self.codes.medication[medication.rxnorm], "1", "", medication.give_unit),
+                    segment(
+                        "ORC",
+                        "NW",
+                        placer,
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        "",
+                        hl7_time(order.authored),
+                        "",
+                        "",
+                        self._doctor(visit),
+                    ),
+                    segment(
+                        "RXE", "", self.codes.medication[medication.rxnorm], "1", "", medication.give_unit
+                    ),
                     segment("RXR", _ROUTE[medication.route]),
                 ],
             )
         if cls != "AMB":
             self._adt(visit, "A03", "ADT_A03", visit.end, [], discharged=True)
 
-    def _adt(self, visit: Visit, event: str, structure: str, at: datetime, extra: list[str], *, discharged: bool):
+    def _adt(
+        self, visit: Visit, event: str, structure: str, at: datetime, extra: list[str], *, discharged: bool
+    ):
         facility_id = self.roster.facilities[visit.facility][0]
         segments = [segment("EVN", event, hl7_time(at)), self.pid, self._pv1(visit, discharged), *extra]
         self._message(facility_id, at, f"ADT^{event}^{structure}", segments)
@@ -215,12 +240,29 @@ class _Writer:
             filler = f"{visit.id}-{number}^{'LAB' if panel != 'vitals' else SENDING_APPLICATION}"
             segments.append(segment("ORC", "RE", placer, filler, *([""] * 8), doctor))
             segments.append(
-                segment("OBR", str(number), placer, filler, self.codes.panel[panel], "", "", at,
-                        *([""] * 8), doctor, *([""] * 5), at, "", "", "F")
+                segment(
+                    "OBR",
+                    str(number),
+                    placer,
+                    filler,
+                    self.codes.panel[panel],
+                    "",
+                    "",
+                    at,
+                    *([""] * 8),
+                    doctor,
+                    *([""] * 5),
+                    at,
+                    "",
+                    "",
+                    "F",
+                )
             )
             observation_number = 0
             for m in measurements:
-                values = [(c, v, f) for c, v, f in m.components] if m.components else [(m.code, m.value, m.flag)]
+                values = (
+                    [(c, v, f) for c, v, f in m.components] if m.components else [(m.code, m.value, m.flag)]
+                )
                 for code, value, flag in values:
                     observation_number += 1
                     loinc = code.loinc
