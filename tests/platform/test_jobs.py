@@ -1,4 +1,4 @@
-"""Jobs through real huey consumers: progress, results, errors, retries, a killed worker, Redis, the API."""
+"""Jobs through real huey consumers: progress, results, errors, retries, lost workers, Redis, the API."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from sqlalchemy import Row, select, update
 from typer.testing import CliRunner
 
 from clinhub.app import create_app
@@ -24,6 +26,7 @@ from clinhub.errors import Conflict, InvalidInput, NotFound
 from clinhub.hub import Hub
 from clinhub.platform import audit, auth, jobs
 from clinhub.platform.jobs_cli import app as jobs_cli
+from clinhub.store.schema import job
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -90,8 +93,24 @@ def finished(hub: Hub, job_id: str, timeout: float = 20.0) -> dict:
     )
 
 
-def counter(name: str, kind: str) -> float:
-    return REGISTRY.get_sample_value(name, {"kind": kind}) or 0.0
+def counter(name: str, kind: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"kind": kind, **labels}) or 0.0
+
+
+def stored(hub: Hub, job_id: str) -> Row:
+    """The job's row as the store holds it, bookkeeping columns and all."""
+    with hub.store.connect() as conn:
+        return conn.execute(select(job).where(job.c.id == job_id)).one()
+
+
+def set_row(hub: Hub, job_id: str, **values: object) -> None:
+    with hub.store.begin() as conn:
+        conn.execute(update(job).where(job.c.id == job_id).values(**values))
+
+
+def age_heartbeat(hub: Hub, job_id: str) -> None:
+    """Make a running job's last heartbeat older than any stale limit, as if its worker died long ago."""
+    set_row(hub, job_id, heartbeat_at=datetime.now(UTC) - timedelta(days=1))
 
 
 def make_hub(tmp_path: Path, database_url: str | None = None, redis_url: str | None = None) -> Hub:
@@ -116,7 +135,7 @@ def hub(tmp_path: Path) -> Iterator[Hub]:
 
 @pytest.fixture
 def worker(hub: Hub) -> Iterator[jobs.Worker]:
-    running = jobs.start_inprocess_worker(hub, heartbeat_seconds=0.5)
+    running = jobs.start_inprocess_worker(hub)
     yield running
     running.stop()
 
@@ -136,6 +155,7 @@ def run_to_success_with_progress(hub: Hub) -> None:
         lambda: (row := jobs.get_job(hub, job_id))["progress"] == 50 and row, what="progress 50%"
     )
     assert halfway["status"] == "running" and halfway["started_at"] and halfway["heartbeat_at"]
+    assert halfway["attempts"] == 1 and halfway["worker"] == jobs.WORKER_ID
     GATES[gate].set()
     done = finished(hub, job_id)
     assert done["status"] == "succeeded", done
@@ -144,12 +164,15 @@ def run_to_success_with_progress(hub: Hub) -> None:
     assert done["created_by"] == "ann" and done["finished_at"] >= done["started_at"]
     assert counter("clinhub_jobs_succeeded_total", "test.gated") == before + 1
     assert jobs.list_jobs(hub, status="succeeded", kind="test.gated")[0]["id"] == job_id
+    row = stored(hub, job_id)
+    assert row.result == {"gate": gate, "attempt": 1}  # the job's own result and nothing else
+    assert (row.attempts, row.worker, row.heartbeat_at) == (1, jobs.WORKER_ID, None)
 
 
 # ------------------------------------------------------------------ running jobs
 def test_job_runs_to_success_with_progress_and_result(tmp_path: Path, store_url: str) -> None:
     hub = make_hub(tmp_path, database_url=store_url)
-    running = jobs.start_inprocess_worker(hub, heartbeat_seconds=0.5)
+    running = jobs.start_inprocess_worker(hub)
     try:
         run_to_success_with_progress(hub)
     finally:
@@ -169,7 +192,7 @@ def test_the_same_queue_through_redis(tmp_path: Path, redis_url: str) -> None:
             queue.close()
         assert not (tmp_path / "data" / "jobs.db").exists()
         GATES[gate].set()
-        running = jobs.start_inprocess_worker(hub, heartbeat_seconds=0.5)
+        running = jobs.start_inprocess_worker(hub)
         try:
             assert finished(hub, job_id)["result"] == {"gate": gate, "attempt": 1}
             run_to_success_with_progress(hub)
@@ -186,6 +209,7 @@ def test_failing_job_stores_a_one_line_error(hub: Hub, worker: jobs.Worker) -> N
     failed = finished(hub, ours)
     assert failed["status"] == "failed" and failed["error"] == "the file has no header"
     assert failed["attempts"] == 1 and failed["result"] is None  # not transient: no retry
+    assert stored(hub, ours).result is None
     withheld = finished(hub, foreign)
     assert withheld["status"] == "failed"
     assert "ValueError" in withheld["error"] and "Smith" not in withheld["error"]
@@ -211,7 +235,7 @@ def test_cancel_a_queued_job(hub: Hub) -> None:
         jobs.cancel(hub, job_id)
     with pytest.raises(NotFound):
         jobs.cancel(hub, "no-such-job")
-    running = jobs.start_inprocess_worker(hub, heartbeat_seconds=0.5)
+    running = jobs.start_inprocess_worker(hub)
     try:
         after = finished(hub, jobs.submit(hub, "test.flaky", {"failures": 0}))
     finally:
@@ -235,7 +259,7 @@ def test_submit_checks_kind_and_parameters(hub: Hub) -> None:
 
 def test_recorded_job_is_enqueued_by_the_next_worker(hub: Hub) -> None:
     job_id = jobs.new_job(hub.store, "test.flaky", {"failures": 0}, "ann")
-    running = jobs.start_inprocess_worker(hub, heartbeat_seconds=0.5)
+    running = jobs.start_inprocess_worker(hub)
     try:
         assert finished(hub, job_id)["status"] == "succeeded"
     finally:
@@ -267,7 +291,7 @@ def _worker_process(tmp_path: Path, redis_url: str | None) -> subprocess.Popen:
     )
     if redis_url:
         env["CLINHUB_REDIS_URL"] = redis_url
-    args = ["worker", "--workers", "1", "--heartbeat", "0.3", "--import", "test_jobs"]
+    args = ["worker", "--workers", "1", "--import", "test_jobs"]
     return subprocess.Popen(
         [sys.executable, "-m", "clinhub.platform.jobs_cli", *args],
         cwd=tmp_path,
@@ -292,6 +316,8 @@ def test_job_survives_a_worker_kill(tmp_path: Path, queue: str, request: pytest.
         assert jobs.get_job(hub, job_id)["status"] == "running"
         first.send_signal(signal.SIGKILL)
         first.wait(10)
+        # spares the test the three missed heartbeats (30 s) after which the next worker takes the job
+        age_heartbeat(hub, job_id)
         second = _worker_process(tmp_path, redis_url)
         done = finished(hub, job_id, timeout=40)
         assert done["status"] == "succeeded", done
@@ -305,6 +331,68 @@ def test_job_survives_a_worker_kill(tmp_path: Path, queue: str, request: pytest.
                 process.kill()
                 process.wait(10)
         hub.close()
+
+
+def test_watch_requeues_the_job_of_a_lost_worker(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.5)  # stale after 1.5 s
+
+    def lost(attempts: int) -> str:
+        """A job as a worker that died in attempt `attempts` leaves it: running, beating until just now."""
+        job_id = jobs.new_job(hub.store, "test.flaky", {"failures": 0}, "ann")
+        now = datetime.now(UTC)
+        set_row(
+            hub,
+            job_id,
+            status="running",
+            attempts=attempts,
+            worker="gone:1",
+            started_at=now,
+            heartbeat_at=now,
+        )
+        return job_id
+
+    retried, exhausted = lost(1), lost(4)
+    before = counter("clinhub_jobs_requeued_total", "test.flaky", reason="worker_lost")
+    running = jobs.start_inprocess_worker(hub)
+    try:
+        assert jobs.get_job(hub, retried)["status"] == "running"  # not stale yet when the worker started
+        done, gave_up = finished(hub, retried), finished(hub, exhausted)
+    finally:
+        running.stop()
+    assert done["status"] == "succeeded" and done["result"] == {"attempt": 2}
+    assert done["attempts"] == 2 and done["worker"] == jobs.WORKER_ID and done["error"] is None
+    assert gave_up["status"] == "failed" and gave_up["attempts"] == 4
+    assert gave_up["error"] == "the worker running attempt 4 stopped; no attempts left"
+    assert gave_up["worker"] is None and gave_up["heartbeat_at"] is None and gave_up["result"] is None
+    assert counter("clinhub_jobs_requeued_total", "test.flaky", reason="worker_lost") == before + 1
+
+
+def test_only_the_attempt_that_owns_a_job_records_it(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    # no beats and no watch while the test runs: only the test declares the first attempt lost
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 3600.0)
+    gate = open_gate()
+    before = counter("clinhub_jobs_succeeded_total", "test.gated")
+    running = jobs.start_inprocess_worker(hub)  # two threads: one per attempt
+    queue = jobs.JobQueue(hub)
+    try:
+        job_id = jobs.submit(hub, "test.gated", {"gate": gate}, created_by="ann")
+        wait_for(lambda: jobs.get_job(hub, job_id)["progress"] == 50, what="the first attempt")
+        assert jobs.requeue_stale(queue) == 0  # its heartbeat (the claim's) is recent
+        age_heartbeat(hub, job_id)
+        assert jobs.requeue_stale(queue) == 1
+        second = wait_for(
+            lambda: (row := jobs.get_job(hub, job_id))["attempts"] == 2 and row["progress"] == 50 and row,
+            what="the second attempt",
+        )
+        assert second["status"] == "running" and second["worker"] == jobs.WORKER_ID
+        GATES[gate].set()  # both attempts finish; only the second still owns the job
+        done = finished(hub, job_id)
+    finally:
+        queue.close()
+        running.stop()  # waits for the first attempt too
+    assert done["status"] == "succeeded" and done["result"] == {"gate": gate, "attempt": 2}
+    assert jobs.get_job(hub, job_id) == done
+    assert counter("clinhub_jobs_succeeded_total", "test.gated") == before + 1
 
 
 # ------------------------------------------------------------------ HTTP API and CLI

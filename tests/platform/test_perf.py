@@ -98,7 +98,7 @@ def test_report_lists_statement_shapes_with_counts_and_no_values(hub: Hub) -> No
         conn.execute(
             select(provider.c.email).where(provider.c.provider_id.in_(["P1", "P2", "P3", "P4"]))
         ).all()
-    found = report(hub)
+    found = report(hub, limit=200)
     assert SECRET not in json.dumps(found)
     assert "1961" not in json.dumps(found["slow_statements"])
     [by_name] = _slow(found, "provider.full_name", "SELECT provider.provider_id")
@@ -130,7 +130,7 @@ def test_index_suggested_for_unindexed_filter_columns_only(hub: Hub) -> None:
         conn.execute(
             select(provider).where(provider.c.phone == "555")
         ).all()  # once: neither slow nor frequent
-    found = report(hub)
+    found = report(hub, limit=200)
     suggested = {(s["table"], s["column"]): s for s in found["index_suggestions"]}
     assert ("provider", "email") in suggested
     assert ("facility", "name") in suggested
@@ -147,7 +147,7 @@ def test_index_suggested_for_unindexed_filter_columns_only(hub: Hub) -> None:
 
 def test_table_stats_count_rows(hub: Hub) -> None:
     _load(hub, providers=7, facilities=3)
-    found = report(hub)
+    found = report(hub, limit=200)
     rows = {t["table"]: t["rows"] for t in found["tables"]}
     assert rows["provider"] == 7 and rows["facility"] == 3 and rows["affiliation"] == 3
     assert rows["fhir_resource"] == 4 and rows["hl7_message"] == 0
