@@ -420,8 +420,9 @@ def _claim(store: Engine, job_id: str) -> _Claim | None:
     attempt = row.attempts + 1
     now = _now()
     with store.begin() as conn:
-        # attempts grows on every claim: a worker that read the row before another claimed it, and that
-        # finds it queued again after that attempt was lost, must not take it under the old count
+        # status alone is not enough: between the read and this write another worker may have claimed
+        # the job, lost it and had it queued again. Every claim counts an attempt, so an unchanged count
+        # means no claim came in between
         taken = conn.execute(
             update(job)
             .where(job.c.id == job_id, job.c.status == "queued", job.c.attempts == row.attempts)
