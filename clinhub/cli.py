@@ -116,20 +116,16 @@ def demo_command(
     from clinhub.demo import run_demo
 
     settings = get_settings()
-    hub = Hub(settings)
-    try:
-        with _progress() as progress:
-            synth_task = progress.add_task("synthesising patients", total=patients)
-            load_task = progress.add_task("loading FHIR resources", total=None)
-            result = run_demo(
-                hub,
-                patients=patients,
-                seed=seed,
-                synth_progress=lambda n: progress.advance(synth_task, n),
-                load_progress=lambda n: progress.advance(load_task, n),
-            )
-    finally:
-        hub.close()
+    with Hub(settings) as hub, _progress() as progress:
+        synth_task = progress.add_task("synthesising patients", total=patients)
+        load_task = progress.add_task("loading FHIR resources", total=None)
+        result = run_demo(
+            hub,
+            patients=patients,
+            seed=seed,
+            synth_progress=lambda n: progress.advance(synth_task, n),
+            load_progress=lambda n: progress.advance(load_task, n),
+        )
     table = Table("stored", "count", title=f"clinhub demo: {patients} synthetic patients (seed {seed})")
     for resource_type, count in result.resources.items():
         table.add_row(f"FHIR {resource_type}", f"{count:,}")

@@ -42,6 +42,12 @@ class Hub:
         """Bring the store to the newest schema (or to `revision`); returns the revision it is at."""
         return upgrade(self.store, revision)
 
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         if "engine" in self.__dict__:
             self.engine.close()

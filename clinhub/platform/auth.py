@@ -5,6 +5,7 @@ Nothing here knows about HTTP; the API's dependencies (platform/deps.py) call th
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -30,8 +31,15 @@ FAILED_LOGINS = Counter("clinhub_auth_failed_logins_total", "Failed logins by re
 RATE_LIMITED = Counter("clinhub_auth_rate_limited_total", "Login attempts refused by the rate limit")
 
 _HASHER = PasswordHasher()
+
+
 # Verifying against this when the user does not exist keeps the time the same as for a wrong password.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    # made on first login, not at import: every CLI command imports this module
+    return _HASHER.hash(secrets.token_urlsafe(16))
+
+
 _KEY_PREFIX = "chk_"
 _ALGORITHM = "HS256"
 MIN_PASSWORD = 10
@@ -169,7 +177,9 @@ def authenticate(engine: Engine, username: str, password: str) -> Principal:
     """Check a username and password; the error never says which of the two was wrong."""
     row = _active_user(engine, username)
     try:
-        _HASHER.verify(row.password_hash if row is not None and row.password_hash else _DUMMY_HASH, password)
+        _HASHER.verify(
+            row.password_hash if row is not None and row.password_hash else _dummy_hash(), password
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         FAILED_LOGINS.labels("bad_credentials").inc()
         raise Unauthenticated("invalid username or password") from None

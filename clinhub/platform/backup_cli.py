@@ -27,12 +27,8 @@ BACKUP_ID = typer.Argument(..., help="A backup id (see `clinhub backup list`), o
 @contextmanager
 def _session(action: str, resource_id: str | None = None) -> Iterator[tuple[Hub, backup.AuditNote]]:
     """A hub for one command, and the audit event it writes when it ends."""
-    hub = Hub()
-    try:
-        with backup.audited(hub, actor=CLI_ACTOR, action=action, resource_id=resource_id) as note:
-            yield hub, note
-    finally:
-        hub.close()
+    with Hub() as hub, backup.audited(hub, actor=CLI_ACTOR, action=action, resource_id=resource_id) as note:
+        yield hub, note
 
 
 @contextmanager

@@ -38,27 +38,21 @@ def users_add(
     password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
 ) -> None:
     """Create a user (asks for the password unless --password-stdin)."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         auth.create_user(
             hub.store, username, _read_password(password_stdin), role, full_name=full_name, email=email
         )
         audit.record(
             hub.store, actor=CLI_ACTOR, action="user.create", resource_type="User", resource_id=username
         )
-    finally:
-        hub.close()
     console.print(f"user [bold]{username}[/bold] created with role {role}")
 
 
 @users_app.command("list")
 def users_list() -> None:
     """List users, their roles and whether they are disabled."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         rows = auth.list_users(hub.store)
-    finally:
-        hub.close()
     table = Table("username", "role", "disabled", "created", "last login", title="users")
     for row in rows:
         table.add_row(
@@ -72,8 +66,7 @@ def users_list() -> None:
 
 
 def _set_disabled(username: str, disabled: bool) -> None:
-    hub = Hub()
-    try:
+    with Hub() as hub:
         auth.set_disabled(hub.store, username, disabled)
         audit.record(
             hub.store,
@@ -82,8 +75,6 @@ def _set_disabled(username: str, disabled: bool) -> None:
             resource_type="User",
             resource_id=username,
         )
-    finally:
-        hub.close()
     console.print(f"user {username} {'disabled' if disabled else 'enabled'}")
 
 
@@ -102,14 +93,11 @@ def users_enable(username: str) -> None:
 @users_app.command("role")
 def users_role(username: str, role: str) -> None:
     """Change a user's role."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         auth.set_role(hub.store, username, role)
         audit.record(
             hub.store, actor=CLI_ACTOR, action="user.role", resource_type="User", resource_id=username
         )
-    finally:
-        hub.close()
     console.print(f"user {username} now has role {role}")
 
 
@@ -120,14 +108,11 @@ def keys_create(
     expires_days: int = typer.Option(None, min=1, help="Days until the key expires (default: never)."),
 ) -> None:
     """Create an API key for USERNAME; it is printed once and cannot be shown again."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         key_id, key = auth.create_api_key(hub.store, username, name, expires_days=expires_days)
         audit.record(
             hub.store, actor=CLI_ACTOR, action="apikey.create", resource_type="User", resource_id=username
         )
-    finally:
-        hub.close()
     console.print(f"API key {key_id} for {username} (store it now, it is not shown again):")
     print(key)
 
@@ -135,11 +120,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(username: str = typer.Option(None, help="Only this user's keys.")) -> None:
     """List API keys by prefix (the keys themselves are never stored)."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         rows = auth.list_api_keys(hub.store, username)
-    finally:
-        hub.close()
     table = Table(
         "id", "user", "name", "prefix", "created", "expires", "last used", "revoked", title="API keys"
     )
@@ -160,8 +142,7 @@ def keys_list(username: str = typer.Option(None, help="Only this user's keys."))
 @keys_app.command("revoke")
 def keys_revoke(key_id: int) -> None:
     """Revoke an API key by id."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         auth.revoke_api_key(hub.store, key_id)
         audit.record(
             hub.store,
@@ -170,19 +151,14 @@ def keys_revoke(key_id: int) -> None:
             resource_type="ApiKey",
             resource_id=str(key_id),
         )
-    finally:
-        hub.close()
     console.print(f"API key {key_id} revoked")
 
 
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the hash chain; exit 1 and name the first bad event if it was tampered with."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         result = audit.verify(hub.store)
-    finally:
-        hub.close()
     if result.ok:
         console.print(f"audit trail intact: {result.checked} events verified")
         return
@@ -208,8 +184,7 @@ def audit_search(
     """Search audit events, newest first."""
     if fmt not in ("table", "json", "fhir"):
         raise InvalidInput("--format must be table, json or fhir")
-    hub = Hub()
-    try:
+    with Hub() as hub:
         total, events = audit.search(
             hub.store,
             actor=actor,
@@ -221,8 +196,6 @@ def audit_search(
             until=until,
             limit=limit,
         )
-    finally:
-        hub.close()
     if fmt == "json":
         print(json.dumps({"total": total, "events": events}, default=str, indent=2))
         return

@@ -68,11 +68,8 @@ def list_command(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """List jobs, newest first."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         rows = jobs.list_jobs(hub, status=status, kind=kind, limit=limit)
-    finally:
-        hub.close()
     if as_json:
         console.print_json(json.dumps(rows))
         return
@@ -82,11 +79,8 @@ def list_command(
 @app.command("show")
 def show_command(job_id: str) -> None:
     """Show one job: status, progress, attempts, result or error (as JSON)."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         found = jobs.get_job(hub, job_id)
-    finally:
-        hub.close()
     console.print_json(json.dumps(found))
 
 
@@ -122,8 +116,7 @@ def submit_command(
     wait: bool = typer.Option(False, "--wait", help="Follow the job until it finishes; exit 1 if it fails."),
 ) -> None:
     """Submit a job of KIND (see `clinhub jobs kinds`); a running `clinhub worker` picks it up."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         job_id = jobs.submit(hub, kind, _parse_params(param), created_by=CLI_ACTOR)
         audit.record(
             hub.store,
@@ -137,8 +130,6 @@ def submit_command(
         if not wait:
             return
         found = _wait(hub, job_id)
-    finally:
-        hub.close()
     if found["status"] != "succeeded":
         console.print(f"job {found['status']}: {found['error'] or ''}", markup=False)
         raise typer.Exit(1)
@@ -148,8 +139,7 @@ def submit_command(
 @app.command("cancel")
 def cancel_command(job_id: str) -> None:
     """Cancel a queued job."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         cancelled = jobs.cancel(hub, job_id)
         audit.record(
             hub.store,
@@ -159,8 +149,6 @@ def cancel_command(job_id: str) -> None:
             resource_id=job_id,
             detail={"kind": cancelled["kind"]},
         )
-    finally:
-        hub.close()
     console.print(f"job {job_id} cancelled")
 
 
@@ -189,8 +177,7 @@ def worker_command(
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    hub = Hub(settings)
-    try:
+    with Hub(settings) as hub:
         worker = jobs.Worker(hub, workers=workers, shutdown_timeout=shutdown_timeout).start()
         console.print(
             f"worker: {workers} thread(s) on the queue at {jobs.queue_location(settings)}; "
@@ -201,8 +188,6 @@ def worker_command(
             continue
         console.print("worker: stopping (running jobs get the shutdown timeout to finish)")
         worker.stop()
-    finally:
-        hub.close()
 
 
 if __name__ == "__main__":

@@ -71,11 +71,8 @@ def report_command(as_json: bool = typer.Option(False, "--json", help="Print as 
 
     Statement timings are those this process observed (so, from the command line, mostly none) plus,
     on PostgreSQL, pg_stat_statements; the serving process's timings are at GET /admin/performance."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         found = perf.report(hub)
-    finally:
-        hub.close()
     if as_json:
         console.print_json(json.dumps(found))
         return
@@ -101,8 +98,7 @@ def maintain_command(
     table: list[str] = typer.Option(None, "--table", help="A store table (repeatable); default: all."),
 ) -> None:
     """Refresh planner statistics (analyze) or reclaim space and refresh them (vacuum)."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         result = perf.maintain(hub, action, table)
         audit.record(
             hub.store,
@@ -110,8 +106,6 @@ def maintain_command(
             action="perf.maintain",
             detail={"action": action, "tables": [step["target"] for step in result["steps"]]},
         )
-    finally:
-        hub.close()
     summary = Table(
         "target", "statement", "seconds", "ok", "messages", title=f"{action} ({result['backend']})"
     )

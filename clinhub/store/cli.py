@@ -19,22 +19,16 @@ def upgrade_command(
     revision: str = typer.Argument("head", help="Target revision (default: newest)."),
 ) -> None:
     """Migrate the store to the newest schema (or to REVISION)."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         before = current_revision(hub.store)
         after = hub.migrate(revision)
-    finally:
-        hub.close()
     console.print(f"store at revision [bold]{after}[/bold] (was {before or 'empty'})")
 
 
 @app.command("current")
 def current_command() -> None:
     """Show the store's revision and the newest one."""
-    hub = Hub()
-    try:
+    with Hub() as hub:
         current, head = current_revision(hub.store), head_revision(hub.store)
-    finally:
-        hub.close()
     state = "up to date" if current == head else "migrations pending: run `clinhub db upgrade`"
     console.print(f"current: {current or 'empty'}  head: {head}  ({state})")
