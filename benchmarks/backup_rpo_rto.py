@@ -13,6 +13,7 @@ Usage: python benchmarks/backup_rpo_rto.py [--patients 100000] [--seed 42] [--po
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import threading
 import time
@@ -143,6 +144,7 @@ def run(label: str, backend: str, url: str, fhir_dir: Path, data_dir: Path) -> d
         }
     finally:
         hub.close()
+        shutil.rmtree(data_dir, ignore_errors=True)  # a 100k-patient store is many GB; free it for the next
 
 
 def report(results: list[dict], patients: int) -> None:

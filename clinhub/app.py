@@ -13,7 +13,7 @@ from clinhub import __version__
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
 from clinhub.hub import Hub
-from clinhub.platform import health
+from clinhub.platform import backup, health
 from clinhub.platform.api import router as platform_router
 from clinhub.platform.jobs import start_inprocess_worker
 from clinhub.platform.logging import RequestContextMiddleware, get_logger
@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         lifespan=lifespan,
     )
     app.state.hub = hub
+    backup.watch_last_success(hub)
     app.add_middleware(MetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
 

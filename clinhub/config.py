@@ -49,6 +49,21 @@ class Settings(BaseSettings):
     refresh_token_days: int = Field(default=7, ge=1, description="Lifetime of a refresh token.")
     login_max_failures: int = Field(default=5, ge=1, description="Failed logins per user or IP per window.")
     login_window_seconds: int = Field(default=300, ge=1, description="Window of the login rate limit.")
+    job_heartbeat_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often a running job marks itself alive; after 3 missed beats it is run again.",
+    )
+    backup_interval_hours: float = Field(
+        default=0,
+        ge=0,
+        description="Take a backup through the job system this often (0: no scheduled backups).",
+    )
+    backup_keep_days: int = Field(
+        default=30, ge=0, description="Scheduled backups prune those older than this many days..."
+    )
+    backup_keep_min: int = Field(default=7, ge=0, description="...always keeping this many newest good ones.")
 
     @field_validator("log_level", mode="before")
     @classmethod

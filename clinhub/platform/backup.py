@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Literal
 
 from alembic.runtime.migration import MigrationContext
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine, create_engine, delete, func, insert, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
@@ -31,9 +32,11 @@ from clinhub import __version__
 from clinhub.errors import ClinhubError, ConfigError, Conflict, InvalidInput, NotFound, StoreUnavailable
 from clinhub.hub import Hub
 from clinhub.platform import audit
+from clinhub.platform.logging import get_logger
 from clinhub.store import backend_name, create_store_engine, current_revision, metadata
 from clinhub.store.schema import backup as catalog
 
+log = get_logger("clinhub.backup")
 MANIFEST = "manifest.json"
 BACKUPS = "backups"
 #: analytic files in the data dir a backup carries beside the store (DuckDB databases, Parquet extracts)
@@ -45,6 +48,18 @@ _SCRATCH = re.compile(r"^clinhub_verify_[0-9a-f]{12}$")
 _CHUNK = 1 << 20
 
 Progress = Callable[[str], None]
+
+BACKUPS_TOTAL = Counter("clinhub_backups_total", "Backups taken, by outcome", ["outcome"])
+BACKUP_SECONDS = Histogram(
+    "clinhub_backup_duration_seconds",
+    "Time to take a backup",
+    buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200),
+)
+LAST_SUCCESS = Gauge(
+    "clinhub_backup_last_success_timestamp_seconds",
+    "When the newest backup that has not failed verification was taken (Unix time; 0: none yet)",
+)
+_LAST_SUCCESS_CACHE_SECONDS = 15.0
 
 
 class BackupError(ClinhubError):
@@ -646,6 +661,11 @@ def _resolve(hub: Hub, backup_id: int | str) -> BackupInfo:
     raise NotFound(f"no backup {wanted}")
 
 
+def find_backup(hub: Hub, backup_id: int | str) -> BackupInfo:
+    """A backup by id or 'latest'; InvalidInput for a malformed id, NotFound for an unknown one."""
+    return _resolve(hub, backup_id)
+
+
 def _set_status(hub: Hub, info: BackupInfo, status: str) -> BackupInfo:
     verified_at = datetime.now(UTC)
     with hub.store.begin() as conn:
@@ -758,8 +778,47 @@ def _sweep(root: Path) -> None:
 
 
 # ------------------------------------------------------------------ the public API
+def last_success(hub: Hub) -> datetime | None:
+    """When the newest backup that has not failed verification was taken, or None."""
+    with hub.store.connect() as conn:
+        newest = conn.execute(
+            select(func.max(catalog.c.created_at)).where(catalog.c.status != "failed")
+        ).scalar()
+    return _aware(newest) if newest else None
+
+
+def watch_last_success(hub: Hub) -> None:
+    """Make the last-success gauge read this hub's catalog when scraped (every process that serves
+    /metrics sees backups any worker took), at most every few seconds."""
+    cached: list[float] = [0.0, -_LAST_SUCCESS_CACHE_SECONDS]
+
+    def read() -> float:
+        now = time.monotonic()
+        if now - cached[1] >= _LAST_SUCCESS_CACHE_SECONDS:
+            try:
+                moment = last_success(hub)
+                cached[0] = moment.timestamp() if moment else 0.0
+            except Exception as exc:  # a scrape must not fail because the store is down; /health says so
+                log.warning("last backup unknown", error=type(exc).__name__)
+            cached[1] = now
+        return cached[0]
+
+    LAST_SUCCESS.set_function(read)
+
+
 def create_backup(hub: Hub, progress: Progress | None = None) -> BackupInfo:
     """Take an online backup of the store and the analytic files, record it, and return it."""
+    try:
+        with BACKUP_SECONDS.time():
+            info = _create_backup(hub, progress)
+    except BaseException:
+        BACKUPS_TOTAL.labels("failure").inc()
+        raise
+    BACKUPS_TOTAL.labels("success").inc()
+    return info
+
+
+def _create_backup(hub: Hub, progress: Progress | None) -> BackupInfo:
     note = progress or _quiet
     store = _store_of(hub)
     root = _prepare(hub)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from clinhub.errors import InvalidInput
 from clinhub.hub import Hub
-from clinhub.platform import backup
+from clinhub.platform import backup, jobs
 from clinhub.platform.auth import Principal
 from clinhub.platform.deps import client_address, get_hub, require
 
@@ -48,26 +49,52 @@ def list_backups(hub: HubDep, request: Request, principal: Admin) -> list[dict]:
         return [info.as_dict() for info in backup.list_backups(hub)]
 
 
-@router.post("", status_code=201, summary="Take an online backup of the store and the analytic files")
-def create_backup(hub: HubDep, request: Request, principal: Admin) -> dict:
+Wait = Annotated[
+    bool,
+    Query(description="Run in this request and answer with the result, instead of 202 and a job to poll."),
+]
+
+
+def _accepted(hub: HubDep, principal: Principal, kind: str, params: dict) -> JSONResponse:
+    job_id = jobs.submit(hub, kind, params, created_by=principal.username)
+    location = f"/jobs/{job_id}"
+    body = {"job_id": job_id, "status": "queued", "status_url": location}
+    return JSONResponse(body, status_code=202, headers={"Location": location})
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Take an online backup of the store and the analytic files (a job; ?wait=true: now)",
+    responses={201: {"description": "With wait=true: the backup taken"}},
+)
+def create_backup(hub: HubDep, request: Request, principal: Admin, wait: Wait = False):
+    if not wait:
+        return _accepted(hub, principal, "backup.create", {})
     with _audited(hub, request, principal, "backup.create") as note:
         info = backup.create_backup(hub)
         note.resource_id = str(info.id)
         note.detail = {"name": info.name, "size_bytes": info.size_bytes}
-    return info.as_dict()
+    return JSONResponse(info.as_dict(), status_code=201)
 
 
 @router.post(
     "/{backup_id}/verify",
-    summary="Check checksums, test-restore into a scratch database and compare with the manifest",
+    status_code=202,
+    summary="Check checksums, test-restore into a scratch database, compare with the manifest (a job; "
+    "?wait=true: now)",
+    responses={200: {"description": "With wait=true: the verification result"}},
 )
-def verify_backup(hub: HubDep, request: Request, principal: Admin, backup_id: BackupId) -> dict:
+def verify_backup(hub: HubDep, request: Request, principal: Admin, backup_id: BackupId, wait: Wait = False):
+    if not wait:
+        backup.find_backup(hub, backup_id)  # a bad or unknown id is a 400/404 now, not a failed job later
+        return _accepted(hub, principal, "backup.verify", {"backup_id": backup_id})
     with _audited(hub, request, principal, "backup.verify", backup_id) as note:
         result = backup.verify_backup(hub, backup_id)
         note.resource_id = str(result.backup.id)
         note.outcome = "success" if result.ok else "failure"
         note.detail = {"reason": result.reason}
-    return result.as_dict()
+    return JSONResponse(result.as_dict(), status_code=200)
 
 
 @router.post(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import typer
 from rich.console import Console
@@ -15,7 +15,7 @@ from rich.table import Table
 
 from clinhub.errors import InvalidInput
 from clinhub.hub import Hub
-from clinhub.platform import backup
+from clinhub.platform import backup, jobs
 from clinhub.platform.cli import CLI_ACTOR
 
 console = Console()
@@ -97,8 +97,17 @@ def _table(title: str, backups: list[backup.BackupInfo]) -> Table:
 
 
 @app.command("create")
-def create_command() -> None:
+def create_command(
+    as_job: bool = typer.Option(
+        False, "--job", help="Submit it to the job queue and print the job id instead of waiting."
+    ),
+) -> None:
     """Take an online backup of the store and the analytic files; writers may keep going."""
+    if as_job:
+        with Hub() as hub:
+            job_id = jobs.submit(hub, "backup.create", {}, created_by=CLI_ACTOR)
+        console.print(f"backup job [bold]{job_id}[/bold] queued; follow it with `clinhub jobs show {job_id}`")
+        return
     with _session("backup.create") as (hub, note), _phases() as phase:
         info = backup.create_backup(hub, phase)
         note.resource_id = str(info.id)
@@ -107,16 +116,27 @@ def create_command() -> None:
     console.print(f"in {escape(info.path)}", highlight=False)
 
 
+def _schedule_line(hub: Hub) -> str:
+    hours = hub.settings.backup_interval_hours
+    last = backup.last_success(hub)
+    age = f"last good backup {_age(datetime.now(UTC) - last)} ago" if last else "no good backup yet"
+    if hours <= 0:
+        return f"{age}; no scheduled backups (set CLINHUB_BACKUP_INTERVAL_HOURS)"
+    return f"{age}; a worker takes one every {hours:g} h (CLINHUB_BACKUP_INTERVAL_HOURS)"
+
+
 @app.command("list")
 def list_command(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """List backups, newest first, with age, size and status."""
     with _session("backup.list") as (hub, _):
         backups = backup.list_backups(hub)
         root = backup.backups_dir(hub)
+        schedule = _schedule_line(hub)
     if as_json:
         print(json.dumps([info.as_dict() for info in backups], indent=2))
         return
     console.print(_table(f"backups in {escape(str(root))}", backups))
+    console.print(schedule, highlight=False)
 
 
 @app.command("verify")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import os
 import socket
@@ -25,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import inspect as inspect_schema
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from clinhub.config import Settings
 from clinhub.errors import ClinhubError, Conflict, InvalidInput, NotFound, StoreUnavailable
@@ -41,7 +42,6 @@ log = get_logger("clinhub.jobs")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 #: how often a running job's worker marks it alive (`heartbeat_at`). One value for every worker of a
 #: store, since a worker judges other workers' jobs stale by it and the row does not say who beats how often
-HEARTBEAT_SECONDS = 10.0
 #: a running job whose worker missed this many heartbeats in a row is taken to have lost its worker
 STALE_AFTER_BEATS = 3
 #: how often a worker looks for queued jobs whose task is missing from the queue
@@ -104,6 +104,19 @@ class JobKind:
 
 _KINDS: dict[str, JobKind] = {}
 
+# Modules that register job kinds of their own with @job_kind; imported on first use of the registry,
+# so a worker knows every kind without the platform importing the domains at load time.
+KIND_MODULES: tuple[str, ...] = ("clinhub.platform.backup_jobs",)
+_loaded = False
+
+
+def _load_kind_modules() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in KIND_MODULES:
+            importlib.import_module(module)
+
 
 def job_kind(
     name: str, *, permission: str, retries: int = 3, retry_delay: float = 5.0
@@ -130,10 +143,52 @@ def job_kind(
 
 def kinds() -> list[JobKind]:
     """Every registered job kind, by name."""
+    _load_kind_modules()
     return [_KINDS[name] for name in sorted(_KINDS)]
 
 
+def _find_kind(name: str) -> JobKind | None:
+    _load_kind_modules()
+    return _KINDS.get(name)
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    name: str
+    every_seconds: float
+    fn: Callable[[Hub], None]
+
+
+_PERIODIC: dict[str, PeriodicTask] = {}
+
+
+def periodic(name: str, every_seconds: float) -> Callable[[Callable[[Hub], None]], Callable[[Hub], None]]:
+    """Register `fn(hub)` to run in every worker's watch thread about every `every_seconds`.
+
+    Keep it short (it decides, and submits a job for the long part). Several workers each run it, so
+    it must tolerate that: `new_job(..., job_id=...)` with a deterministic id submits a job only once.
+    """
+
+    def register(fn: Callable[[Hub], None]) -> Callable[[Hub], None]:
+        _PERIODIC[name] = PeriodicTask(name, every_seconds, fn)
+        return fn
+
+    return register
+
+
+def periodic_tasks() -> list[PeriodicTask]:
+    _load_kind_modules()
+    return [_PERIODIC[name] for name in sorted(_PERIODIC)]
+
+
+def heartbeat_seconds(hub: Hub) -> float:
+    """How often a running job beats (settings.job_heartbeat_seconds); a job silent for
+    STALE_AFTER_BEATS beats is taken for lost and queued again."""
+    return hub.settings.job_heartbeat_seconds
+
+
 def get_kind(name: str) -> JobKind:
+    _load_kind_modules()
     try:
         return _KINDS[name]
     except KeyError:
@@ -151,10 +206,12 @@ class _Superseded(BaseException):
 class JobContext:
     """What a job function gets besides its parameters: the hub, its job id, and a progress reporter."""
 
-    def __init__(self, hub: Hub, job_id: str, attempt: int) -> None:
+    def __init__(self, hub: Hub, job_id: str, attempt: int, created_by: str | None = None) -> None:
         self.hub = hub
         self.job_id = job_id
         self.attempt = attempt
+        #: who submitted the job (a username), for the audit trail; None for the system
+        self.created_by = created_by
         self._percent = 0
 
     def progress(self, done: float, total: float | None = None) -> None:
@@ -285,9 +342,14 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__} (details withheld: they may quote health data)"
 
 
-def new_job(store: Engine, kind: str, params: dict | None, created_by: str | None) -> str:
+def new_job(
+    store: Engine, kind: str, params: dict | None, created_by: str | None, *, job_id: str | None = None
+) -> str:
     """Record a queued job after checking its kind and parameters; returns its id. `submit` also
-    enqueues it; a job only recorded is enqueued by the next worker that starts."""
+    enqueues it; a job only recorded is enqueued by the next worker that starts.
+
+    With `job_id`, a job of that id that already exists raises Conflict: callers that may race (periodic
+    tasks in several workers) use it to submit a job once."""
     registered = get_kind(kind)
     params = params or {}
     try:
@@ -299,25 +361,35 @@ def new_job(store: Engine, kind: str, params: dict | None, created_by: str | Non
         orjson.dumps(params)
     except TypeError:
         raise InvalidInput("job parameters must be JSON values") from None
-    job_id = str(uuid.uuid4())
-    with store.begin() as conn:
-        conn.execute(
-            insert(job).values(
-                id=job_id,
-                kind=kind,
-                status="queued",
-                params=params,
-                progress=0,
-                created_by=created_by,
-                created_at=_now(),
+    job_id = job_id or str(uuid.uuid4())
+    try:
+        with store.begin() as conn:
+            conn.execute(
+                insert(job).values(
+                    id=job_id,
+                    kind=kind,
+                    status="queued",
+                    params=params,
+                    progress=0,
+                    created_by=created_by,
+                    created_at=_now(),
+                )
             )
-        )
+    except IntegrityError:
+        raise Conflict(f"job {job_id} exists already") from None
+    JOBS_SUBMITTED.labels(kind).inc()
     return job_id
 
 
 def submit(hub: Hub, kind: str, params: dict | None = None, created_by: str | None = None) -> str:
     """Record a job and put it on the queue; returns its id. A worker runs it."""
     job_id = new_job(hub.store, kind, params, created_by)
+    submit_recorded(hub, job_id)
+    return job_id
+
+
+def submit_recorded(hub: Hub, job_id: str) -> None:
+    """Put a job `new_job` recorded on the queue; if the queue is unreachable the job fails, saying so."""
     try:
         queue = JobQueue(hub)
         try:
@@ -328,8 +400,6 @@ def submit(hub: Hub, kind: str, params: dict | None = None, created_by: str | No
         log.error("job queue unreachable", job_id=job_id, error=type(exc).__name__)
         _set(hub.store, job_id, "queued", status="failed", error="the job queue was unreachable", done=True)
         raise ServiceUnavailable(f"the job queue at {queue_location(hub.settings)} is unreachable") from None
-    JOBS_SUBMITTED.labels(kind).inc()
-    return job_id
 
 
 def _as_dict(row) -> dict:
@@ -406,6 +476,7 @@ class _Claim:
     kind: str
     params: dict
     attempt: int
+    created_by: str | None = None
 
 
 def _claim(store: Engine, job_id: str) -> _Claim | None:
@@ -413,7 +484,9 @@ def _claim(store: Engine, job_id: str) -> _Claim | None:
     duplicate task of a job another worker took)."""
     with store.connect() as conn:
         row = conn.execute(
-            select(job.c.kind, job.c.status, job.c.params, job.c.attempts).where(job.c.id == job_id)
+            select(job.c.kind, job.c.status, job.c.params, job.c.attempts, job.c.created_by).where(
+                job.c.id == job_id
+            )
         ).first()
     if row is None or row.status != "queued":
         return None
@@ -437,15 +510,16 @@ def _claim(store: Engine, job_id: str) -> _Claim | None:
         ).rowcount
     if not taken:
         return None
-    return _Claim(job_id, row.kind, row.params or {}, attempt)
+    return _Claim(job_id, row.kind, row.params or {}, attempt, row.created_by)
 
 
 class _Heartbeat:
     """Marks a running job alive every few seconds, so a worker can tell a lost job from a slow one."""
 
-    def __init__(self, store: Engine, claim: _Claim) -> None:
+    def __init__(self, store: Engine, claim: _Claim, interval: float) -> None:
         self._store = store
         self._claim = claim
+        self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{claim.job_id}", daemon=True)
 
@@ -459,7 +533,7 @@ class _Heartbeat:
 
     def _beat(self) -> None:
         claim = self._claim
-        while not self._stop.wait(HEARTBEAT_SECONDS):
+        while not self._stop.wait(self._interval):
             try:
                 with self._store.begin() as conn:
                     owned = conn.execute(
@@ -477,17 +551,17 @@ def _run_job(queue: JobQueue, job_id: str) -> None:
     claim = _claim(store, job_id)
     if claim is None:
         return
-    kind = _KINDS.get(claim.kind)
+    kind = _find_kind(claim.kind)
     if kind is None:
         _finish(store, claim, "failed", error=f"this worker does not know job kind {claim.kind!r}")
         JOBS_FAILED.labels(claim.kind).inc()
         return
     log.info("job started", job_id=job_id, kind=kind.name, attempt=claim.attempt)
-    ctx = JobContext(queue.hub, job_id, claim.attempt)
+    ctx = JobContext(queue.hub, job_id, claim.attempt, claim.created_by)
     started = time.monotonic()
     JOBS_RUNNING.labels(kind.name).inc()
     try:
-        with _Heartbeat(store, claim):
+        with _Heartbeat(store, claim, heartbeat_seconds(queue.hub)):
             value = kind.fn(ctx, **claim.params)
             orjson.dumps(value)  # fail here, as this job, rather than when the row is written
     except _Superseded:
@@ -552,13 +626,13 @@ def requeue_stale(queue: JobQueue) -> int:
     now = _now()
     stale = (
         job.c.status == "running",
-        job.c.heartbeat_at < now - timedelta(seconds=STALE_AFTER_BEATS * HEARTBEAT_SECONDS),
+        job.c.heartbeat_at < now - timedelta(seconds=STALE_AFTER_BEATS * heartbeat_seconds(queue.hub)),
     )
     with queue.hub.store.connect() as conn:
         rows = conn.execute(select(job.c.id, job.c.kind, job.c.attempts).where(*stale)).all()
     requeued = 0
     for row in rows:
-        kind = _KINDS.get(row.kind)
+        kind = _find_kind(row.kind)
         attempts = row.attempts
         lost = f"the worker running attempt {attempts} stopped"
         if kind is None or attempts >= kind.max_attempts:
@@ -626,6 +700,7 @@ class Worker:
             shutdown_timeout=shutdown_timeout,
         )
         self._stopping = threading.Event()
+        self._next_run: dict[str, float] = {}
         self._watch = threading.Thread(target=self._watch_loop, name="clinhub-job-watch", daemon=True)
 
     def start(self) -> Worker:
@@ -652,7 +727,8 @@ class Worker:
 
     def _watch_loop(self) -> None:
         next_sweep = time.monotonic() + ORPHAN_SWEEP_SECONDS
-        while not self._stopping.wait(HEARTBEAT_SECONDS):
+        hub = self.queue.hub
+        while not self._stopping.wait(heartbeat_seconds(hub)):
             try:
                 requeue_stale(self.queue)
                 if time.monotonic() >= next_sweep:
@@ -661,6 +737,18 @@ class Worker:
                 self._consumer.check_worker_health()
             except Exception as exc:
                 log.warning("job watch failed", error=type(exc).__name__)
+            self._run_periodic()
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for task in periodic_tasks():
+            if now < self._next_run.get(task.name, 0.0):
+                continue
+            self._next_run[task.name] = now + task.every_seconds
+            try:
+                task.fn(self.queue.hub)
+            except Exception as exc:
+                log.warning("periodic task failed", task=task.name, error=type(exc).__name__)
 
 
 def start_inprocess_worker(hub: Hub, *, workers: int = 2) -> Worker:

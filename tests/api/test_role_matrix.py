@@ -38,7 +38,7 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
     ("POST", "/admin/keys"): lambda s: ("/admin/keys", {"username": "target", "name": "feed"}),
     ("DELETE", "/admin/keys/{key_id}"): lambda s: (_new_key(s), None),
     ("POST", "/cache/invalidate"): lambda s: ("/cache/invalidate", {"pattern": "x:*"}),
-    ("POST", "/admin/backups"): lambda s: ("/admin/backups", None),
+    ("POST", "/admin/backups"): lambda s: ("/admin/backups?wait=true", None),
     # "latest" is the backup the POST /admin/backups case above made: it comes first in route order
     ("POST", "/admin/backups/{backup_id}/verify"): lambda s: ("/admin/backups/latest/verify", None),
     ("POST", "/admin/backups/{backup_id}/restore"): lambda s: (

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -20,7 +21,7 @@ from clinhub.app import create_app
 from clinhub.config import Settings
 from clinhub.errors import InvalidInput, NotFound
 from clinhub.hub import Hub
-from clinhub.platform import audit, auth, backup
+from clinhub.platform import audit, auth, backup, backup_jobs, jobs
 from clinhub.store import backend_name, current_revision, put_resources
 from clinhub.store.schema import metadata
 
@@ -261,16 +262,18 @@ def test_api_creates_verifies_and_audits(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         token = client.post("/auth/login", json={"username": "root", "password": PASSWORD}).json()
         headers = {"Authorization": f"Bearer {token['access_token']}"}
-        created = client.post("/admin/backups", headers=headers)
+        created = client.post("/admin/backups", params={"wait": "true"}, headers=headers)
         assert created.status_code == 201, created.text
         backup_id = created.json()["id"]
-        verified = client.post(f"/admin/backups/{backup_id}/verify", headers=headers).json()
+        verified = client.post(
+            f"/admin/backups/{backup_id}/verify", params={"wait": "true"}, headers=headers
+        ).json()
         assert verified["ok"] and verified["backup"]["status"] == "verified"
         refused = client.post(f"/admin/backups/{backup_id}/restore", headers=headers, json={"confirm": False})
         assert refused.status_code == 400 and "confirm" in refused.json()["message"]
         listed = client.get("/admin/backups", headers=headers).json()
         assert [b["id"] for b in listed] == [backup_id] and listed[0]["age_seconds"] >= 0
-        missing = client.post("/admin/backups/99/verify", headers=headers)
+        missing = client.post("/admin/backups/99/verify", params={"wait": "true"}, headers=headers)
         assert missing.status_code == 404
         events = client.get("/audit", params={"resource_type": "Backup"}, headers=headers).json()["events"]
         assert [(e["action"], e["outcome"]) for e in events] == [
@@ -301,6 +304,12 @@ def test_cli_create_list_verify(tmp_path: Path) -> None:
     assert "backup 1 created" in created.stdout
     listing = run("backup", "list")
     assert listing.returncode == 0 and "created" in listing.stdout
+    assert "ago; no scheduled backups" in listing.stdout
+    queued = run("backup", "create", "--job")
+    assert queued.returncode == 0 and "backup job" in queued.stdout, queued.stderr
+    job_id = queued.stdout.split()[2]
+    shown = run("jobs", "show", job_id)
+    assert shown.returncode == 0 and "backup.create" in shown.stdout and "queued" in shown.stdout
     name = next(p.name for p in (tmp_path / "data" / "backups").iterdir() if not p.name.startswith("."))
     assert name in listing.stdout
     verified = run("backup", "verify", "1")
@@ -311,3 +320,88 @@ def test_cli_create_list_verify(tmp_path: Path) -> None:
     (tmp_path / "data" / "backups" / name / "store.sqlite").write_bytes(b"not a database")
     broken = run("backup", "verify", "latest")
     assert broken.returncode == 1 and "FAILED verification" in broken.stdout
+
+
+def _wait_job(client: TestClient, headers: dict, url: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = client.get(url, headers=headers).json()
+        if state["status"] in ("succeeded", "failed", "cancelled"):
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"job {url} did not finish in {timeout} s")
+
+
+def _metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_api_backup_and_verify_run_as_jobs(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, secret_key="k" * 40, _env_file=None)
+    hub = Hub(settings)
+    hub.migrate()
+    auth.create_user(hub.store, "root", PASSWORD, "admin")
+    put_resources(hub.store, _patients("p", 20))
+    hub.close()
+    with TestClient(create_app(settings, run_worker=True)) as client:
+        token = client.post("/auth/login", json={"username": "root", "password": PASSWORD}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        assert _metric(client, "clinhub_backup_last_success_timestamp_seconds") == 0.0
+        accepted = client.post("/admin/backups", headers=headers)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.headers["Location"] == accepted.json()["status_url"]
+        done = _wait_job(client, headers, accepted.headers["Location"])
+        assert done["status"] == "succeeded", done
+        backup_id = done["result"]["id"]
+        assert done["result"]["status"] == "created" and done["created_by"] == "root"
+
+        assert client.post("/admin/backups/nope/verify", headers=headers).status_code == 400
+        assert client.post("/admin/backups/99/verify", headers=headers).status_code == 404
+        verify = client.post(f"/admin/backups/{backup_id}/verify", headers=headers)
+        assert verify.status_code == 202
+        checked = _wait_job(client, headers, verify.headers["Location"])
+        assert checked["status"] == "succeeded" and checked["result"]["ok"] is True, checked
+
+        listed = client.get("/admin/backups", headers=headers).json()
+        assert [(b["id"], b["status"]) for b in listed] == [(backup_id, "verified")]
+        taken = datetime.fromisoformat(listed[0]["created_at"].replace("Z", "+00:00")).timestamp()
+        # the gauge caches for a few seconds; a fresh app reads the catalog again
+    with TestClient(create_app(settings)) as client:
+        assert _metric(client, "clinhub_backup_last_success_timestamp_seconds") == pytest.approx(taken, abs=1)
+        events = client.get("/audit", params={"resource_type": "Backup"}, headers=headers).json()["events"]
+        assert {(e["action"], e["actor"], e["outcome"]) for e in events} >= {
+            ("backup.create", "root", "success"),
+            ("backup.verify", "root", "success"),
+        }
+
+
+def test_scheduled_backups_are_submitted_once_per_interval(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, backup_interval_hours=24, backup_keep_min=1, _env_file=None)
+    with Hub(settings) as hub:
+        hub.migrate()
+        put_resources(hub.store, _patients("s", 5))
+        first = backup_jobs.schedule(hub)
+        assert first is not None and first.startswith("scheduled-backup-")
+        assert backup_jobs.schedule(hub) is None  # the same slot: submitted once, however many workers ask
+        worker = jobs.start_inprocess_worker(hub)
+        try:
+            deadline = time.monotonic() + 60
+            while jobs.get_job(hub, first)["status"] in ("queued", "running"):
+                assert time.monotonic() < deadline, "scheduled backup did not finish"
+                time.sleep(0.2)
+        finally:
+            worker.stop()
+        state = jobs.get_job(hub, first)
+        assert state["status"] == "succeeded" and state["result"]["pruned"] == []
+        assert backup.last_success(hub) is not None
+        assert backup_jobs.due(hub) is None  # a backup younger than the interval: nothing due
+        later = datetime.now(UTC) + timedelta(hours=25)
+        assert backup_jobs.due(hub, now=later) not in (None, first)
+
+    off = Settings(data_dir=tmp_path / "off", _env_file=None)
+    with Hub(off) as hub:
+        hub.migrate()
+        assert backup_jobs.due(hub) is None and backup_jobs.schedule(hub) is None

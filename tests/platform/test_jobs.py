@@ -334,7 +334,7 @@ def test_job_survives_a_worker_kill(tmp_path: Path, queue: str, request: pytest.
 
 
 def test_watch_requeues_the_job_of_a_lost_worker(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.5)  # stale after 1.5 s
+    monkeypatch.setattr(hub.settings, "job_heartbeat_seconds", 0.5)  # stale after 1.5 s
 
     def lost(attempts: int) -> str:
         """A job as a worker that died in attempt `attempts` leaves it: running, beating until just now."""
@@ -369,7 +369,7 @@ def test_watch_requeues_the_job_of_a_lost_worker(hub: Hub, monkeypatch: pytest.M
 
 def test_only_the_attempt_that_owns_a_job_records_it(hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     # no beats and no watch while the test runs: only the test declares the first attempt lost
-    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 3600.0)
+    monkeypatch.setattr(hub.settings, "job_heartbeat_seconds", 3600.0)
     gate = open_gate()
     before = counter("clinhub_jobs_succeeded_total", "test.gated")
     running = jobs.start_inprocess_worker(hub)  # two threads: one per attempt
