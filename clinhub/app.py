@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse, Response
 from clinhub import __version__
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
+from clinhub.hl7.api import router as hl7_router
+from clinhub.hl7.mllp import MLLPServer
 from clinhub.hub import Hub
 from clinhub.platform import backup, health
 from clinhub.platform.api import router as platform_router
@@ -37,9 +39,14 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         worker = start_inprocess_worker(hub) if run_worker else None
+        listener = None
+        if hub.settings.mllp_enabled:
+            listener = await MLLPServer(hub, hub.settings.host, hub.settings.mllp_port).start()
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             if worker is not None:
                 worker.stop()
             hub.close()
@@ -93,4 +100,5 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
 
     app.include_router(platform_router)
     app.include_router(views_router)
+    app.include_router(hl7_router)
     return app

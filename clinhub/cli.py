@@ -15,6 +15,7 @@ from rich.table import Table
 from clinhub import __version__
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
+from clinhub.hl7.cli import app as hl7_app
 from clinhub.hub import Hub
 from clinhub.platform.backup_cli import app as backup_app
 from clinhub.platform.cli import audit_app, keys_app, users_app
@@ -37,6 +38,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(audit_app, name="audit")
 app.add_typer(views_app, name="views")
+app.add_typer(hl7_app, name="hl7")
 app.add_typer(backup_app, name="backup")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(perf_app, name="perf")

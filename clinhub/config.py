@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="HTTP bind address.")
     port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
     mllp_port: int = Field(default=2575, ge=1, le=65535, description="MLLP (HL7 v2) port.")
+    mllp_enabled: bool = Field(
+        default=False, description="Run the MLLP listener inside `clinhub serve` (or: `clinhub hl7 listen`)."
+    )
     inprocess_worker: bool = Field(
         default=True, description="`clinhub serve` also runs jobs; set false when running `clinhub worker`."
     )

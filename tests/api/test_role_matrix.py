@@ -4,6 +4,7 @@ a role with it 2xx. A route that declares no permission (and is not a public pro
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import count
 
 import pytest
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from clinhub.app import create_app
 from clinhub.config import Settings
+from clinhub.hl7.messages import MessageFilter, accept, search
 from clinhub.platform import auth
 from clinhub.platform.deps import PUBLIC_PATHS, declared_permission, route_table
 from clinhub.platform.jobs import new_job
@@ -19,6 +21,18 @@ from clinhub.store import create_store_engine, upgrade
 
 PASSWORD = "a long enough password"
 _serial = count()
+
+
+def _stored_message(store) -> str:
+    """The id of a freshly accepted HL7 message."""
+    control_id = f"MATRIX{next(_serial)}"
+    raw = (
+        f"MSH|^~\\&|LAB|HOSP|HUB|HOSP|20260101120000||ADT^A01^ADT_A01|{control_id}|P|2.5.1\r"
+        "PID|1||MRN1^^^HOSP^MR||DOE^JANE||19800101|F"
+    )
+    assert accept(store, [(raw, datetime.now(UTC))])[0].code == "AA"
+    found = search(store, MessageFilter(control_id=control_id))["messages"]
+    return str(found[0]["id"])
 
 
 def _new_key(store) -> str:
@@ -37,6 +51,12 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
     ("PUT", "/admin/users/{username}/role"): lambda s: ("/admin/users/target/role", {"role": "viewer"}),
     ("POST", "/admin/keys"): lambda s: ("/admin/keys", {"username": "target", "name": "feed"}),
     ("DELETE", "/admin/keys/{key_id}"): lambda s: (_new_key(s), None),
+    ("GET", "/hl7/messages/{message_id}"): lambda s: ("/hl7/messages/" + _stored_message(s), None),
+    ("POST", "/hl7/messages/{message_id}/replay"): lambda s: (
+        f"/hl7/messages/{_stored_message(s)}/replay",
+        None,
+    ),
+    ("POST", "/hl7/replay"): lambda s: ("/hl7/replay", {"status": "error"}),
     ("POST", "/cache/invalidate"): lambda s: ("/cache/invalidate", {"pattern": "x:*"}),
     ("POST", "/admin/backups"): lambda s: ("/admin/backups?wait=true", None),
     # "latest" is the backup the POST /admin/backups case above made: it comes first in route order

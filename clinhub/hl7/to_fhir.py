@@ -1,0 +1,1292 @@
+"""HL7 v2 messages to FHIR R4 resources, after the HL7 v2-to-FHIR implementation guide where practical.
+
+`to_fhir(msg)` walks the message's segments in order, keeping the current patient, visit, report and
+order as context, and turns each segment it knows into resources. Ids are derived from business
+identifiers (a UUIDv5 of the identifier's system or assigner and value), so the same patient, visit or
+order maps to the same resource id in every message: an A08 updates the Patient an A01 created.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import uuid
+from collections.abc import Callable
+
+from clinhub.errors import ClinhubError, InvalidMessage
+from clinhub.hl7.message import Message, Segment
+
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://clinhub.dev/hl7v2-to-fhir")
+_V2 = "http://terminology.hl7.org/CodeSystem/v2-"
+_V3_ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+_UCUM = "http://unitsofmeasure.org"
+_NPI = "http://hl7.org/fhir/sid/us-npi"
+
+
+class MappingError(InvalidMessage):
+    """A message (or a part of it) that cannot be turned into FHIR resources; `message` says why.
+
+    `error_code` is the HL7 table 0357 code an ACK reports and `location` the segment and field.
+    """
+
+    def __init__(self, message: str, *, error_code: str = "207", location: str | None = None) -> None:
+        super().__init__(message, detail={"hl7_error_code": error_code, "location": location})
+        self.error_code = error_code
+        self.location = location
+
+
+# ---------------------------------------------------------------------------------------------------
+# HL7 dates -> FHIR date, dateTime, instant
+
+_DTM = re.compile(
+    r"^(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.(\d{1,6}))?)?)?)?)?)?"
+    r"(?:([+-])(\d{2})(\d{2}))?$"
+)
+
+
+def _parts(text: str) -> tuple | None:
+    """The validated parts of an HL7 DTM, or None for an empty value; ValueError when malformed."""
+    text = text.strip()
+    if not text:
+        return None
+    match = _DTM.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not an HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    if month and not 1 <= int(month) <= 12:
+        raise ValueError(f"{text!r}: month {month} does not exist")
+    if day and not 1 <= int(day) <= calendar.monthrange(int(year), int(month))[1]:
+        raise ValueError(f"{text!r}: day {day} does not exist in {year}-{month}")
+    if hour and (int(hour) > 23 or int(minute or 0) > 59 or int(second or 0) > 59):
+        raise ValueError(f"{text!r}: time of day out of range")
+    if sign and (int(off_h) > 14 or int(off_m) > 59):
+        raise ValueError(f"{text!r}: time zone offset out of range")
+    offset = f"{sign}{off_h}:{off_m}" if sign else None
+    return year, month, day, hour, minute, second, fraction, offset
+
+
+def fhir_date(text: str) -> str:
+    """An HL7 DT/DTM as a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD; any time is dropped); "" if empty.
+
+    Raises ValueError for a malformed or impossible date.
+    """
+    parts = _parts(text)
+    if parts is None:
+        return ""
+    return "-".join(p for p in parts[:3] if p)
+
+
+def fhir_datetime(text: str, default_offset: str = "Z") -> str:
+    """An HL7 DTM as a FHIR dateTime; "" if empty. Raises ValueError for a malformed value.
+
+    FHIR needs seconds and a time zone once a time is given: missing minutes and seconds become 00
+    and a value without an offset gets `default_offset` (the sender's, e.g. from MSH-7).
+    """
+    parts = _parts(text)
+    if parts is None:
+        return ""
+    year, month, day, hour, minute, second, fraction, offset = parts
+    if not (hour and day):
+        return "-".join(p for p in (year, month, day) if p)
+    seconds = f"{second or '00'}.{fraction}" if fraction else (second or "00")
+    return f"{year}-{month}-{day}T{hour}:{minute or '00'}:{seconds}{offset or default_offset}"
+
+
+def fhir_instant(text: str, default_offset: str = "Z") -> str:
+    """An HL7 DTM as a FHIR instant, or "" when it is empty or not precise to the time of day."""
+    value = fhir_datetime(text, default_offset)
+    return value if "T" in value else ""
+
+
+def _offset(text: str) -> str:
+    """ "+hh:mm" (or "Z") from "+hhmm", "+hh:mm" or "Z"; ValueError otherwise."""
+    match = re.fullmatch(r"([+-])(\d{2}):?(\d{2})", text.strip())
+    if text.strip() == "Z":
+        return "Z"
+    if match is None or int(match[2]) > 14 or int(match[3]) > 59:
+        raise ValueError(f"time zone offset {text!r} is not +hh:mm, +hhmm or Z")
+    return f"{match[1]}{match[2]}:{match[3]}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Vocabulary: HL7 tables and coding-system names -> FHIR
+
+#: HL7 coding-system names (table 0396) -> FHIR system URIs.
+CODING_SYSTEMS = {
+    "LN": "http://loinc.org",
+    "LOINC": "http://loinc.org",
+    "SCT": "http://snomed.info/sct",
+    "SNM": "http://snomed.info/sct",
+    "SNOMED": "http://snomed.info/sct",
+    "I10": "http://hl7.org/fhir/sid/icd-10",
+    "I10C": "http://hl7.org/fhir/sid/icd-10-cm",
+    "ICD10CM": "http://hl7.org/fhir/sid/icd-10-cm",
+    "I9": "http://hl7.org/fhir/sid/icd-9-cm",
+    "I9C": "http://hl7.org/fhir/sid/icd-9-cm",
+    "I9CDX": "http://hl7.org/fhir/sid/icd-9-cm",
+    "RXNORM": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "RXN": "http://www.nlm.nih.gov/research/umls/rxnorm",
+    "NDC": "http://hl7.org/fhir/sid/ndc",
+    "CVX": "http://hl7.org/fhir/sid/cvx",
+    "UCUM": _UCUM,
+    "C4": "http://www.ama-assn.org/go/cpt",
+    "CPT": "http://www.ama-assn.org/go/cpt",
+    "NPI": _NPI,
+}
+_GENDER = {"F": "female", "M": "male", "O": "other", "U": "unknown", "A": "other", "N": "other", "X": "other"}
+_NAME_USE = {
+    "L": "official",
+    "D": "usual",
+    "A": "usual",
+    "M": "maiden",
+    "N": "nickname",
+    "S": "anonymous",
+    "B": "old",
+    "BAD": "old",
+    "NB": "old",
+    "TEMP": "temp",
+}
+_ADDRESS_USE = {"H": "home", "B": "work", "O": "work", "C": "temp", "BA": "old", "BDL": "home", "BR": "home"}
+_ADDRESS_TYPE = {"M": "postal", "SH": "postal"}
+_TELECOM_USE = {"PRN": "home", "ORN": "home", "VHN": "home", "WPN": "work", "EMR": "temp"}
+_ENCOUNTER_CLASS = {
+    "E": ("EMER", "emergency"),
+    "I": ("IMP", "inpatient encounter"),
+    "O": ("AMB", "ambulatory"),
+    "P": ("PRENC", "pre-admission"),
+}
+#: ADT trigger events mapped, and the Encounter status each implies (None: from PV1).
+_ADT_EVENTS: dict[str, str | None] = {
+    "A01": None,
+    "A02": None,
+    "A03": "finished",
+    "A04": None,
+    "A05": "planned",
+    "A06": None,
+    "A07": None,
+    "A08": None,
+    "A11": "cancelled",
+    "A13": "in-progress",
+    "A28": None,
+    "A31": None,
+    "A40": None,
+}
+_PERSON_ONLY = {"A28", "A31", "A40"}  # person administration and merges: no visit
+_ALLERGY_CATEGORY = {
+    "DA": "medication",
+    "FA": "food",
+    "EA": "environment",
+    "AA": "environment",
+    "PA": "environment",
+    "LA": "environment",
+}
+_CRITICALITY = {"SV": "high", "MO": "low", "MI": "low", "U": "unable-to-assess"}
+_REACTION_SEVERITY = {"SV": "severe", "MO": "moderate", "MI": "mild"}
+_REPORT_STATUS = {
+    "O": "registered",
+    "I": "registered",
+    "S": "registered",
+    "A": "partial",
+    "R": "partial",
+    "P": "preliminary",
+    "C": "corrected",
+    "F": "final",
+    "X": "cancelled",
+}
+_OBSERVATION_STATUS = {
+    "C": "corrected",
+    "D": "entered-in-error",
+    "W": "entered-in-error",
+    "F": "final",
+    "U": "final",
+    "I": "registered",
+    "O": "registered",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+    "A": "amended",
+    "N": "cancelled",
+    "X": "cancelled",
+}
+_INTERPRETATIONS = set(
+    [
+        "<",
+        ">",
+        "A",
+        "AA",
+        "AC",
+        "B",
+        "CAR",
+        "D",
+        "DET",
+        "E",
+        "EX",
+        "EXP",
+        "H",
+        "HH",
+        "HM",
+        "HU",
+        "HX",
+        "I",
+        "IE",
+        "IND",
+        "L",
+        "LL",
+        "LU",
+        "LX",
+        "MS",
+        "N",
+        "ND",
+        "NEG",
+        "NR",
+        "NS",
+        "OBX",
+        "POS",
+        "QCF",
+        "R",
+        "RR",
+        "S",
+        "SDD",
+        "SYN-R",
+        "SYN-S",
+        "TOX",
+        "U",
+        "UNE",
+        "VS",
+        "W",
+        "WR",
+    ]
+)
+#: ORC-5 order status (table 0038) and ORC-1 order control (table 0119) -> request status.
+_ORDER_STATUS = {
+    "A": "active",
+    "CA": "revoked",
+    "CM": "completed",
+    "DC": "revoked",
+    "ER": "entered-in-error",
+    "HD": "on-hold",
+    "IP": "active",
+    "RP": "revoked",
+    "SC": "active",
+}
+_ORDER_CONTROL = {
+    "NW": "active",
+    "OK": "active",
+    "SN": "active",
+    "XO": "active",
+    "XX": "active",
+    "RL": "active",
+    "SC": "active",
+    "RP": "revoked",
+    "CA": "revoked",
+    "OC": "revoked",
+    "CR": "revoked",
+    "DC": "revoked",
+    "OD": "revoked",
+    "DR": "revoked",
+    "HD": "on-hold",
+    "OH": "on-hold",
+}
+# MedicationRequest has no "revoked": a cancelled prescription is cancelled, a discontinued one stopped.
+_MEDICATION_STATUS = {"revoked": "cancelled", "DC": "stopped", "OD": "stopped", "DR": "stopped"}
+#: Where a pharmacy order segment keeps: give code, give amount, give units, administration
+#: instructions, dispense amount, dispense units, refills.
+_MEDICATION_FIELDS = {"RXE": (2, 3, 5, 7, 10, 11, 12), "RXO": (1, 2, 4, 7, 11, 12, 13)}
+_PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent"}
+_PARTICIPANTS = (
+    (7, "ATND", "attender"),
+    (8, "REF", "referrer"),
+    (9, "CON", "consultant"),
+    (17, "ADM", "admitter"),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data types
+
+
+def _rid(*parts: str) -> str:
+    """A deterministic resource id from the parts that identify a thing."""
+    return str(uuid.uuid5(_NAMESPACE, "\x1f".join(parts)))
+
+
+def _code(text: str) -> str:
+    """`text` as a FHIR code: trimmed, inner whitespace collapsed to single spaces."""
+    return " ".join(text.split())
+
+
+def _clean(node):
+    """`node` without None, "", empty lists and empty dicts (FHIR allows no empty values)."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, (dict, list)):
+                value = _clean(value)
+                if not value:
+                    continue
+            elif value is None or value == "":
+                continue
+            out[key] = value
+        return out
+    if isinstance(node, list):
+        out_list = []
+        for value in node:
+            if isinstance(value, (dict, list)):
+                value = _clean(value)
+                if not value:
+                    continue
+            elif value is None or value == "":
+                continue
+            out_list.append(value)
+        return out_list
+    return node
+
+
+def _text(value: str) -> str:
+    """A FHIR string: surrounding whitespace removed."""
+    return value.strip()
+
+
+def _system(name: str) -> str:
+    name = name.strip()
+    if not name:
+        return ""
+    known = CODING_SYSTEMS.get(name.upper())
+    if known:
+        return known
+    match = re.fullmatch(r"HL7(\d{4})", name.upper())
+    if match:
+        return f"{_V2}{match[1]}"
+    return ""
+
+
+def _coding(code: str, display: str, system_name: str) -> dict | None:
+    code = _code(code)
+    if not code and not display.strip():
+        return None
+    return _clean({"system": _system(system_name), "code": code, "display": _text(display)})
+
+
+def _cwe(seg: Segment, field: int, rep: int = 1) -> dict | None:
+    """A CE/CWE/CNE as a CodeableConcept (primary and alternate triplets, original text)."""
+    v = seg.value
+    primary = _coding(v(field, rep, 1, 1), v(field, rep, 2, 1), v(field, rep, 3, 1))
+    alternate = _coding(v(field, rep, 4, 1), v(field, rep, 5, 1), v(field, rep, 6, 1))
+    codings = [c for c in (primary, alternate) if c and c.get("code")]
+    text = _text(v(field, rep, 9, 1)) or _text(v(field, rep, 2, 1))
+    if not codings and not text:
+        return None
+    return _clean({"coding": codings, "text": text})
+
+
+def _table(code: str, table: str, display: str = "") -> dict | None:
+    """A code from HL7 table `table` (e.g. "0004") as a CodeableConcept."""
+    code = _code(code)
+    if not code:
+        return None
+    return {"coding": [_clean({"system": f"{_V2}{table}", "code": code, "display": display})]}
+
+
+def _hd_system(namespace: str, universal: str, kind: str) -> str:
+    """A FHIR system URI from an HD (namespace, universal id, universal id type)."""
+    kind = kind.strip().upper()
+    universal = universal.strip()
+    if universal and " " not in universal:
+        if kind == "ISO" and re.fullmatch(r"[0-2](\.(0|[1-9]\d*))+", universal):
+            return f"urn:oid:{universal}"
+        if kind in ("URI", "URL"):
+            return universal
+        if kind == "UUID":
+            return f"urn:uuid:{universal.lower()}"
+    return _NPI if namespace.strip().upper() == "NPI" else ""
+
+
+def _identifier(
+    value: str, namespace: str, universal: str, kind: str, type_code: str = ""
+) -> tuple[dict, str] | None:
+    """(Identifier, identity key) for a CX/EI/XCN id; None when there is no value."""
+    value = _text(value)
+    if not value:
+        return None
+    system = _hd_system(namespace, universal, kind)
+    if not system and type_code.strip().upper() == "NPI":
+        system = _NPI
+    if not system and type_code.strip().upper() in ("SS", "SSN"):
+        system = "http://hl7.org/fhir/sid/us-ssn"
+    identifier = {"system": system, "value": value}
+    if type_code.strip():
+        identifier["type"] = _table(type_code, "0203")
+    if namespace.strip() and system != _NPI:
+        identifier["assigner"] = {"display": _text(namespace)}
+    key = system or _text(namespace) or _text(universal)
+    return _clean(identifier), key
+
+
+def _cx(seg: Segment, field: int, rep: int) -> tuple[dict, str] | None:
+    v = seg.value
+    return _identifier(
+        v(field, rep, 1, 1),
+        v(field, rep, 4, 1),
+        v(field, rep, 4, 2),
+        v(field, rep, 4, 3),
+        v(field, rep, 5, 1),
+    )
+
+
+def _ei(seg: Segment, field: int) -> tuple[dict, str] | None:
+    v = seg.value
+    return _identifier(v(field, 1, 1, 1), v(field, 1, 2, 1), v(field, 1, 3, 1), v(field, 1, 4, 1))
+
+
+def _xpn(seg: Segment, field: int, rep: int, offset: int = 0) -> dict | None:
+    """An XPN (or the name part of an XCN, whose components start `offset` later) as a HumanName."""
+    v = seg.value
+    family = _text(v(field, rep, 1 + offset, 1))
+    given = [_text(v(field, rep, 2 + offset, 1)), _text(v(field, rep, 3 + offset, 1))]
+    suffix = [_text(v(field, rep, 4 + offset, 1)), _text(v(field, rep, 6 + offset, 1))]
+    name = {
+        "family": family,
+        "given": [g for g in given if g],
+        "prefix": [_text(v(field, rep, 5 + offset, 1))],
+        "suffix": [s for s in suffix if s],
+    }
+    if not offset:  # XPN-7 name type; an XCN's (XCN-10) is about the provider, not needed here
+        name["use"] = _NAME_USE.get(_code(v(field, rep, 7, 1)).upper())
+    name = _clean(name)
+    return name if set(name) - {"use"} else None
+
+
+def _xad(seg: Segment, field: int, rep: int) -> dict | None:
+    v = seg.value
+    kind = _code(v(field, rep, 7, 1)).upper()
+    address = _clean(
+        {
+            "use": _ADDRESS_USE.get(kind),
+            "type": _ADDRESS_TYPE.get(kind),
+            "line": [_street(seg, field, rep), _text(v(field, rep, 2, 1))],
+            "city": _text(v(field, rep, 3, 1)),
+            "state": _text(v(field, rep, 4, 1)),
+            "postalCode": _text(v(field, rep, 5, 1)),
+            "country": _text(v(field, rep, 6, 1)),
+            "district": _text(v(field, rep, 9, 1)),
+        }
+    )
+    return address if set(address) - {"use", "type"} else None
+
+
+def _street(seg: Segment, field: int, rep: int) -> str:
+    """XAD-1 (SAD): the street address, with the street name (SAD-2) when it is sent apart."""
+    street, name = _text(seg.value(field, rep, 1, 1)), _text(seg.value(field, rep, 1, 2))
+    return f"{street} {name}" if name and name not in street else street or name
+
+
+def _xtn(seg: Segment, field: int, rep: int, default_use: str) -> dict | None:
+    v = seg.value
+    equipment = _code(v(field, rep, 3, 1)).upper()
+    use_code = _code(v(field, rep, 2, 1)).upper()
+    email = _text(v(field, rep, 4, 1))
+    number = _text(v(field, rep, 1, 1)) or _text(v(field, rep, 12, 1))
+    if not number:
+        local = "".join(_text(v(field, rep, i, 1)) for i in (6, 7))
+        country = _text(v(field, rep, 5, 1))
+        extension = _text(v(field, rep, 8, 1))
+        number = (f"+{country} " if country else "") + local + (f" x{extension}" if extension else "")
+        number = number.strip()
+    if equipment in ("INTERNET", "X.400") or use_code == "NET":
+        system, value = "email", email or number
+    elif equipment == "FX":
+        system, value = "fax", number
+    elif equipment == "BP" or use_code == "BPN":
+        system, value = "pager", number
+    else:
+        system, value = "phone", number or email
+        if email and not number:
+            system = "email"
+    if not value:
+        return None
+    use = "mobile" if equipment == "CP" else _TELECOM_USE.get(use_code, default_use)
+    return {"system": system, "value": value, "use": use}
+
+
+def _quantity(value: str, seg: Segment, units_field: int) -> dict | None:
+    """A Quantity from a number and a CWE of units (system and code only when the units are UCUM)."""
+    number = _number(value)
+    if number is None:
+        return None
+    code, text, system_name = (seg.value(units_field, 1, i, 1) for i in (1, 2, 3))
+    quantity = {"value": number, "unit": _text(text) or _text(code)}
+    if _code(code) and _system(system_name) == _UCUM:
+        quantity.update(system=_UCUM, code=_code(code))
+    return _clean(quantity)
+
+
+def _number(text: str) -> int | float | None:
+    text = text.strip()
+    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)", text):
+        return None
+    if re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    return float(text)
+
+
+def _reference(kind: str, rid: str, display: str = "") -> dict:
+    return _clean({"reference": f"{kind}/{rid}", "display": display})
+
+
+# ---------------------------------------------------------------------------------------------------
+# The mapper
+
+
+class _Mapper:
+    """Walks one message's segments and collects the resources they map to."""
+
+    def __init__(self, msg: Message, default_timezone: str) -> None:
+        self.msg = msg
+        sent = msg.get("MSH-7-1")
+        match = re.search(r"([+-]\d{4})$", sent.strip())
+        self.tz = _offset(match[1]) if match else _offset(default_timezone)
+        self.event = msg.trigger_event.strip().upper()
+        self.resources: dict[tuple[str, str], dict] = {}
+        self.counts: dict[str, int] = {}
+        self.patient: str | None = None
+        self.patient_key: str = ""
+        self.encounter: str | None = None
+        self.report: dict | None = None
+        self.observation: dict | None = None
+        self.order: dict | None = None
+        self.order_status: str = ""
+        self.medication: dict | None = None
+        self.conditions: list[tuple[str, str]] = []
+
+    # -- helpers --------------------------------------------------------------------------------
+    def add(self, resource: dict) -> dict:
+        key = (resource["resourceType"], resource["id"])
+        self.resources.setdefault(key, resource)
+        return self.resources[key]
+
+    def where(self, seg: Segment, field: int | None = None) -> str:
+        number = self.counts.get(seg.name, 1)
+        place = seg.name if number == 1 else f"{seg.name}[{number}]"
+        return place if field is None else f"{place}-{field}"
+
+    def datetime(self, seg: Segment, field: int) -> str:
+        try:
+            return fhir_datetime(seg.value(field, 1, 1, 1), self.tz)
+        except ValueError as error:
+            raise MappingError(
+                f"{self.where(seg, field)}: {error}", error_code="102", location=self.where(seg, field)
+            ) from None
+
+    def date(self, seg: Segment, field: int) -> str:
+        try:
+            return fhir_date(seg.value(field, 1, 1, 1))
+        except ValueError as error:
+            raise MappingError(
+                f"{self.where(seg, field)}: {error}", error_code="102", location=self.where(seg, field)
+            ) from None
+
+    def subject(self) -> dict | None:
+        return {"reference": f"Patient/{self.patient}"} if self.patient else None
+
+    def context(self) -> dict | None:
+        return {"reference": f"Encounter/{self.encounter}"} if self.encounter else None
+
+    def practitioner(self, seg: Segment, field: int, rep: int = 1) -> dict | None:
+        """A Practitioner from an XCN, added to the output; its reference, or None when empty."""
+        v = seg.value
+        identified = _identifier(
+            v(field, rep, 1, 1),
+            v(field, rep, 9, 1),
+            v(field, rep, 9, 2),
+            v(field, rep, 9, 3),
+            v(field, rep, 13, 1),
+        )
+        name = _xpn(seg, field, rep, offset=1)
+        if identified is None and name is None:
+            return None
+        if identified is not None:
+            identifier, key = identified
+            rid = _rid("Practitioner", key, identifier["value"])
+        else:
+            identifier = None
+            rid = _rid("Practitioner", "name", name.get("family", ""), *name.get("given", []))
+        self.add(
+            _clean({"resourceType": "Practitioner", "id": rid, "identifier": [identifier], "name": [name]})
+        )
+        display = " ".join([*(name or {}).get("given", []), (name or {}).get("family", "")]).strip()
+        return _reference("Practitioner", rid, display)
+
+    def location(self, seg: Segment, field: int) -> dict | None:
+        """A Location from a PL (most granular level named), added to the output; its reference."""
+        v = seg.value
+        point, room, bed = (_text(v(field, 1, i, 1)) for i in (1, 2, 3))
+        facility = _text(v(field, 1, 4, 1)) or _text(v(field, 1, 4, 2))
+        building, floor, description = (_text(v(field, 1, i, 1)) for i in (7, 8, 9))
+        parts = [facility, building, floor, point, room, bed]
+        if not any(parts) and not description:
+            return None
+        name = (
+            description
+            or " ".join(p for p in (facility, point, room, bed) if p)
+            or " ".join(p for p in parts if p)
+        )
+        kind = next(
+            (
+                code
+                for code, part in (("bd", bed), ("ro", room), ("wa", point), ("lvl", floor), ("bu", building))
+                if part
+            ),
+            "si",
+        )
+        rid = _rid("Location", *parts, description if not any(parts) else "")
+        physical = {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/location-physical-type", "code": kind}
+            ]
+        }
+        self.add(
+            {
+                "resourceType": "Location",
+                "id": rid,
+                "status": "active",
+                "name": name,
+                "mode": "instance",
+                "physicalType": physical,
+            }
+        )
+        return _reference("Location", rid, name)
+
+    def order_identifiers(self, *sources: tuple[Segment | None, int, str]) -> tuple[list[dict], str]:
+        """Placer/filler identifiers (EI) and the identity key of the first one present."""
+        identifiers, key = [], ""
+        seen = set()
+        for seg, field, type_code in sources:
+            if seg is None:
+                continue
+            found = _ei(seg, field)
+            if found is None:
+                continue
+            identifier, system = found
+            if (type_code, identifier["value"]) in seen:
+                continue
+            seen.add((type_code, identifier["value"]))
+            identifier["type"] = _table(type_code, "0203")
+            identifiers.append(identifier)
+            key = key or f"{type_code}|{system}|{identifier['value']}"
+        return identifiers, key
+
+    # -- segments -------------------------------------------------------------------------------
+    def pid(self, seg: Segment) -> None:
+        identifiers = [found for rep in range(1, seg.count(3) + 1) if (found := _cx(seg, 3, rep))]
+        identifiers += [found for rep in range(1, seg.count(2) + 1) if (found := _cx(seg, 2, rep))]
+        if not identifiers:
+            raise MappingError(
+                f"{self.where(seg, 3)} patient identifier missing",
+                error_code="101",
+                location=self.where(seg, 3),
+            )
+        self.patient_key = _identity(identifiers)
+        self.patient = _rid("Patient", self.patient_key)
+        self.encounter = None
+        self.report = self.observation = self.order = self.medication = None
+        patient: dict = {
+            "resourceType": "Patient",
+            "id": self.patient,
+            "identifier": [identifier for identifier, _ in identifiers],
+            "active": True,
+            "name": [_xpn(seg, 5, rep) for rep in range(1, seg.count(5) + 1)],
+            "telecom": [_xtn(seg, 13, rep, "home") for rep in range(1, seg.count(13) + 1)]
+            + [_xtn(seg, 14, rep, "work") for rep in range(1, seg.count(14) + 1)],
+            "gender": _GENDER.get(_code(seg.value(8, 1, 1, 1)).upper()),
+            "birthDate": self.date(seg, 7),
+            "address": [_xad(seg, 11, rep) for rep in range(1, seg.count(11) + 1)],
+            "maritalStatus": _table(seg.value(16, 1, 1, 1), "0002", seg.value(16, 1, 2, 1)),
+        }
+        death = self.datetime(seg, 29)
+        if death:
+            patient["deceasedDateTime"] = death
+        elif _code(seg.value(30)).upper() in ("Y", "N"):
+            patient["deceasedBoolean"] = _code(seg.value(30)).upper() == "Y"
+        patient = _clean(patient)
+        self.resources[("Patient", self.patient)] = patient
+
+    def mrg(self, seg: Segment) -> None:
+        """A40: the prior patient (MRG-1) is replaced by the current one (PID)."""
+        if self.patient is None:
+            raise MappingError("MRG without a PID before it", error_code="100", location=self.where(seg))
+        identifiers = [found for rep in range(1, seg.count(1) + 1) if (found := _cx(seg, 1, rep))]
+        if not identifiers:
+            raise MappingError(
+                f"{self.where(seg, 1)} prior patient identifier missing",
+                error_code="101",
+                location=self.where(seg, 1),
+            )
+        old = _rid("Patient", _identity(identifiers))
+        if old == self.patient:
+            raise MappingError(
+                f"{self.where(seg, 1)} names the surviving patient itself",
+                error_code="205",
+                location=self.where(seg, 1),
+            )
+        survivor = self.resources[("Patient", self.patient)]
+        survivor.setdefault("link", []).append({"other": {"reference": f"Patient/{old}"}, "type": "replaces"})
+        self.resources[("Patient", old)] = {
+            "resourceType": "Patient",
+            "id": old,
+            "identifier": [identifier for identifier, _ in identifiers],
+            "active": False,
+            "link": [{"other": {"reference": f"Patient/{self.patient}"}, "type": "replaced-by"}],
+        }
+
+    def pv1(self, seg: Segment) -> None:
+        if self.event in _PERSON_ONLY and self.msg.message_type == "ADT":
+            return
+        if self.patient is None:
+            raise MappingError("PV1 without a PID before it", error_code="100", location=self.where(seg))
+        visit = _cx(seg, 19, 1)
+        start = self.datetime(seg, 44)
+        end = self.datetime(seg, 45)
+        if visit is not None:
+            rid = _rid("Encounter", visit[1], visit[0]["value"])
+        elif start:
+            rid = _rid("Encounter", self.patient_key, start)
+        else:
+            rid = _rid("Encounter", self.patient_key, self.msg.sending_facility, self.msg.control_id)
+        self.encounter = rid
+        patient_class = _code(seg.value(2, 1, 1, 1)).upper()
+        act = _ENCOUNTER_CLASS.get(patient_class)
+        if act:
+            klass = {"system": _V3_ACT, "code": act[0], "display": act[1]}
+        elif patient_class:
+            klass = {"system": f"{_V2}0004", "code": patient_class}
+        else:
+            klass = {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+                "code": "UNK",
+                "display": "unknown",
+            }
+        status = _ADT_EVENTS.get(self.event) if self.msg.message_type == "ADT" else None
+        if status is None:
+            status = "finished" if end else "planned" if patient_class == "P" else "in-progress"
+        if status == "in-progress" and self.event == "A13":
+            end = ""
+        participants = []
+        for field, code, display in _PARTICIPANTS:
+            for rep in range(1, seg.count(field) + 1):
+                who = self.practitioner(seg, field, rep)
+                if who:
+                    kind = {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                                "code": code,
+                                "display": display,
+                            }
+                        ]
+                    }
+                    participants.append({"type": [kind], "individual": who})
+        where = self.location(seg, 3)
+        encounter = {
+            "resourceType": "Encounter",
+            "id": rid,
+            "identifier": [visit[0]] if visit else [],
+            "status": status,
+            "class": klass,
+            "type": [_table(seg.value(4, 1, 1, 1), "0007", seg.value(4, 1, 2, 1))],
+            "serviceType": _table(seg.value(10, 1, 1, 1), "0069", seg.value(10, 1, 2, 1)),
+            "subject": self.subject(),
+            "participant": participants,
+            "period": {"start": start, "end": end},
+            "hospitalization": {
+                "dischargeDisposition": _table(seg.value(36, 1, 1, 1), "0112", seg.value(36, 1, 2, 1))
+            },
+            "location": [{"location": where, "status": "planned" if patient_class == "P" else "active"}]
+            if where
+            else [],
+        }
+        self.resources[("Encounter", rid)] = _clean(encounter)
+
+    def dg1(self, seg: Segment) -> None:
+        if self.patient is None:
+            raise MappingError("DG1 without a PID before it", error_code="100", location=self.where(seg))
+        code = _cwe(seg, 3) or (_clean({"text": _text(seg.value(4))}) or None)
+        if code is None:
+            return
+        kind = _code(seg.value(6, 1, 1, 1)).upper()
+        identity = _ei(seg, 20)
+        coding = (code.get("coding") or [{}])[0]
+        key = (
+            [identity[1], identity[0]["value"]]
+            if identity
+            else [
+                self.patient_key,
+                self.encounter or "",
+                coding.get("system", ""),
+                coding.get("code", code.get("text", "")),
+            ]
+        )
+        rid = _rid("Condition", *key)
+        verification = {"F": "confirmed", "W": "provisional", "A": "provisional"}.get(kind, "confirmed")
+        condition = {
+            "resourceType": "Condition",
+            "id": rid,
+            "identifier": [identity[0]] if identity else [],
+            "clinicalStatus": {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                ]
+            },
+            "verificationStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-ver-status",
+                        "code": verification,
+                    }
+                ]
+            },
+            "category": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                            "code": "encounter-diagnosis",
+                        }
+                    ]
+                }
+            ],
+            "code": code,
+            "subject": self.subject(),
+            "encounter": self.context(),
+            "onsetDateTime": self.datetime(seg, 5),
+        }
+        self.add(_clean(condition))
+        if self.encounter:
+            self.conditions.append((self.encounter, rid))
+
+    def al1(self, seg: Segment) -> None:
+        if self.patient is None:
+            raise MappingError("AL1 without a PID before it", error_code="100", location=self.where(seg))
+        code = _cwe(seg, 3)
+        if code is None:
+            return
+        kind = _code(seg.value(2, 1, 1, 1)).upper()
+        severity = _code(seg.value(4, 1, 1, 1)).upper()
+        reactions = [_text(seg.value(5, rep)) for rep in range(1, seg.count(5) + 1)]
+        coding = (code.get("coding") or [{}])[0]
+        rid = _rid(
+            "AllergyIntolerance",
+            self.patient_key,
+            coding.get("system", ""),
+            coding.get("code", code.get("text", "")),
+        )
+        allergy = {
+            "resourceType": "AllergyIntolerance",
+            "id": rid,
+            "clinicalStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical",
+                        "code": "active",
+                    }
+                ]
+            },
+            "verificationStatus": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification",
+                        "code": "confirmed",
+                    }
+                ]
+            },
+            "category": [_ALLERGY_CATEGORY.get(kind)],
+            "criticality": _CRITICALITY.get(severity),
+            "code": code,
+            "patient": self.subject(),
+            "recordedDate": self.datetime(seg, 6),
+            "reaction": [
+                {
+                    "manifestation": [{"text": r} for r in reactions if r],
+                    "severity": _REACTION_SEVERITY.get(severity),
+                }
+            ]
+            if any(reactions)
+            else [],
+        }
+        self.add(_clean(allergy))
+
+    def orc(self, seg: Segment) -> None:
+        self.flush_order()
+        control = _code(seg.value(1, 1, 1, 1)).upper()
+        status = _code(seg.value(5, 1, 1, 1)).upper()
+        self.order = {"orc": seg, "control": control, "status_code": status, "detailed": False}
+        self.order_status = _ORDER_STATUS.get(status) or _ORDER_CONTROL.get(control) or "unknown"
+        self.medication = None
+
+    def flush_order(self) -> None:
+        """An ORM/OML order with no OBR (a cancel, a diet order) still becomes a ServiceRequest."""
+        if self.order and not self.order["detailed"] and self.msg.message_type in ("ORM", "OML"):
+            self.service_request(None)
+
+    def obr(self, seg: Segment) -> None:
+        if self.msg.message_type == "ORU":
+            self.report_from(seg)
+        else:
+            self.service_request(seg)
+
+    def report_from(self, seg: Segment) -> None:
+        if self.patient is None:
+            raise MappingError("OBR without a PID before it", error_code="100", location=self.where(seg))
+        code = _cwe(seg, 4)
+        if code is None:
+            raise MappingError(
+                f"{self.where(seg, 4)} universal service identifier missing",
+                error_code="101",
+                location=self.where(seg, 4),
+            )
+        orc = (self.order or {}).get("orc")
+        identifiers, key = self.order_identifiers(
+            (seg, 3, "FILL"), (orc, 3, "FILL"), (seg, 2, "PLAC"), (orc, 2, "PLAC")
+        )
+        effective = self.datetime(seg, 7)
+        coding = (code.get("coding") or [{}])[0]
+        rid = _rid(
+            "DiagnosticReport", *([key] if key else [self.patient_key, coding.get("code", ""), effective])
+        )
+        report = {
+            "resourceType": "DiagnosticReport",
+            "id": rid,
+            "identifier": identifiers,
+            "status": _REPORT_STATUS.get(_code(seg.value(25, 1, 1, 1)).upper(), "unknown"),
+            "category": [_table(seg.value(24, 1, 1, 1), "0074")],
+            "code": code,
+            "subject": self.subject(),
+            "encounter": self.context(),
+            "effectiveDateTime": effective,
+            "issued": self.instant(seg, 22),
+            "result": [],
+        }
+        self.report = self.add(report)
+        self.observation = None
+
+    def instant(self, seg: Segment, field: int) -> str:
+        value = self.datetime(seg, field)
+        return value if "T" in value else ""
+
+    def obx(self, seg: Segment) -> None:
+        if self.patient is None:
+            raise MappingError("OBX without a PID before it", error_code="100", location=self.where(seg))
+        code = _cwe(seg, 3)
+        if code is None:
+            raise MappingError(
+                f"{self.where(seg, 3)} observation identifier missing",
+                error_code="101",
+                location=self.where(seg, 3),
+            )
+        coding = (code.get("coding") or [{}])[0]
+        effective = self.datetime(seg, 14) or (self.report or {}).get("effectiveDateTime", "")
+        parent = self.report["id"] if self.report else self.patient_key
+        rid = _rid(
+            "Observation",
+            parent,
+            seg.value(1),
+            coding.get("system", ""),
+            coding.get("code", code.get("text", "")),
+            seg.value(4),
+        )
+        observation = {
+            "resourceType": "Observation",
+            "id": rid,
+            "status": _OBSERVATION_STATUS.get(_code(seg.value(11, 1, 1, 1)).upper(), "unknown"),
+            "code": code,
+            "subject": self.subject(),
+            "encounter": self.context(),
+            "effectiveDateTime": effective,
+            "interpretation": [_interpretation(seg.value(8, rep, 1)) for rep in range(1, seg.count(8) + 1)],
+            "referenceRange": [_reference_range(seg)],
+        }
+        observation.update(self.observation_value(seg))
+        observation = self.add(_clean(observation))
+        self.observation = observation
+        if self.report is not None:
+            self.report["result"].append({"reference": f"Observation/{rid}"})
+
+    def observation_value(self, seg: Segment) -> dict:
+        kind = _code(seg.value(2, 1, 1, 1)).upper()
+        count = seg.count(5)
+        if not count:
+            return {}
+        raw = seg.value(5, 1)
+        if kind == "NM":
+            quantity = _quantity(raw, seg, 6)
+            if quantity:
+                return {"valueQuantity": quantity}
+            comparator = re.fullmatch(r"\s*(<=|>=|<|>)\s*(\S+)\s*", raw)
+            if comparator and (quantity := _quantity(comparator[2], seg, 6)):
+                return {"valueQuantity": {**quantity, "comparator": comparator[1]}}
+            return {"valueString": _text(raw)}
+        if kind == "SN":
+            return self.structured_numeric(seg)
+        if kind in ("CE", "CWE", "CNE", "CF", "IS", "ID"):
+            concept = _cwe(seg, 5, 1)
+            return {"valueCodeableConcept": concept} if concept else {}
+        if kind in ("DT", "TS", "DTM"):
+            try:
+                return {"valueDateTime": fhir_datetime(seg.value(5, 1, 1, 1), self.tz)}
+            except ValueError as error:
+                raise MappingError(
+                    f"{self.where(seg, 5)}: {error}", error_code="102", location=self.where(seg, 5)
+                ) from None
+        if kind == "TM":
+            match = re.fullmatch(r"(\d{2})(\d{2})?(\d{2})?(\.\d+)?", raw.strip())
+            if match and int(match[1]) < 24 and int(match[2] or 0) < 60 and int(match[3] or 0) < 60:
+                return {"valueTime": f"{match[1]}:{match[2] or '00'}:{match[3] or '00'}{match[4] or ''}"}
+            return {"valueString": _text(raw)}
+        if kind in ("ED", "RP"):
+            return {}
+        text = "\n".join(seg.value(5, rep) for rep in range(1, count + 1)).strip()
+        return {"valueString": text} if text else {}
+
+    def structured_numeric(self, seg: Segment) -> dict:
+        comparator, first, separator, second = (_text(seg.value(5, 1, i, 1)) for i in (1, 2, 3, 4))
+        low = _quantity(first, seg, 6)
+        high = _quantity(second, seg, 6)
+        if low and not separator and not second:
+            if comparator in ("<", ">", "<=", ">="):
+                low["comparator"] = comparator
+            return {"valueQuantity": low}
+        if low and high and separator in ("-", "~"):
+            return {"valueRange": {"low": low, "high": high}}
+        if low and high and separator in (":", "/"):
+            return {"valueRatio": {"numerator": low, "denominator": high}}
+        text = "".join((comparator, first, separator, second))
+        return {"valueString": text} if text else {}
+
+    def nte(self, seg: Segment) -> None:
+        if self.observation is None:
+            return
+        text = "\n".join(seg.value(3, rep) for rep in range(1, seg.count(3) + 1)).strip()
+        if text:
+            self.observation.setdefault("note", []).append({"text": text})
+
+    def service_request(self, obr: Segment | None) -> None:
+        """A ServiceRequest from the current ORC and its OBR (None: the ORC alone)."""
+        orc = (self.order or {}).get("orc")
+        if self.order:
+            self.order["detailed"] = True
+        anchor = obr or orc
+        if anchor is None:
+            return
+        if self.patient is None:
+            raise MappingError(
+                f"{anchor.name} without a PID before it", error_code="100", location=self.where(anchor)
+            )
+        identifiers, key = self.order_identifiers(
+            (orc, 2, "PLAC"), (obr, 2, "PLAC"), (orc, 3, "FILL"), (obr, 3, "FILL")
+        )
+        if obr is None and not key:
+            return  # an ORC that identifies no order says nothing to keep
+        code = _cwe(obr, 4) if obr is not None else None
+        authored = self.datetime(orc, 9) if orc is not None else ""
+        coding = (code or {}).get("coding", [{}])[0]
+        set_id = obr.value(1) if obr is not None else ""
+        rid = _rid(
+            "ServiceRequest",
+            *([key] if key else [self.patient_key, coding.get("code", ""), authored, set_id]),
+        )
+        requester = self.practitioner(orc, 12) if orc is not None else None
+        if requester is None and obr is not None:
+            requester = self.practitioner(obr, 16)
+        priority = (obr.value(27, 1, 6, 1) if obr is not None else "") or (
+            orc.value(7, 1, 6, 1) if orc else ""
+        )
+        request = {
+            "resourceType": "ServiceRequest",
+            "id": rid,
+            "identifier": identifiers,
+            "status": self.order_status or "unknown",
+            "intent": "order",
+            "priority": _PRIORITY.get(_code(priority).upper()),
+            "code": code,
+            "subject": self.subject(),
+            "encounter": self.context(),
+            "authoredOn": authored,
+            "requester": requester,
+            "reasonCode": [_cwe(obr, 31, rep) for rep in range(1, obr.count(31) + 1)]
+            if obr is not None
+            else [],
+        }
+        self.add(_clean(request))
+
+    def medication_request(self, seg: Segment) -> None:
+        """A MedicationRequest from the current ORC and its RXE (RDE) or RXO (ORM)."""
+        give, amount, units, instructions, dispensed, dispense_units, refills = _MEDICATION_FIELDS[seg.name]
+        if self.patient is None:
+            raise MappingError(
+                f"{seg.name} without a PID before it", error_code="100", location=self.where(seg)
+            )
+        medication = _cwe(seg, give)
+        if medication is None:
+            where = self.where(seg, give)
+            raise MappingError(f"{where} medication code missing", error_code="101", location=where)
+        orc = (self.order or {}).get("orc")
+        if self.order:
+            self.order["detailed"] = True
+        identifiers, key = self.order_identifiers((orc, 2, "PLAC"), (orc, 3, "FILL"))
+        authored = self.datetime(orc, 9) if orc is not None else ""
+        coding = (medication.get("coding") or [{}])[0]
+        rid = _rid(
+            "MedicationRequest", *([key] if key else [self.patient_key, coding.get("code", ""), authored])
+        )
+        order = self.order or {}
+        status = _MEDICATION_STATUS.get(order.get("control", "")) or self.order_status or "unknown"
+        status = _MEDICATION_STATUS.get(status, status)
+        if order.get("status_code") == "DC":
+            status = "stopped"
+        dose = _quantity(seg.value(amount), seg, units)
+        dispense = _quantity(seg.value(dispensed), seg, dispense_units)
+        repeats = _number(seg.value(refills))
+        request = {
+            "resourceType": "MedicationRequest",
+            "id": rid,
+            "identifier": identifiers,
+            "status": status,
+            "intent": "order",
+            "medicationCodeableConcept": medication,
+            "subject": self.subject(),
+            "encounter": self.context(),
+            "authoredOn": authored,
+            "requester": self.practitioner(orc, 12) if orc is not None else None,
+            "dosageInstruction": [
+                {
+                    "text": _text(seg.value(instructions, 1, 2, 1))
+                    or _text(seg.value(instructions, 1, 1, 1)),
+                    "doseAndRate": [{"doseQuantity": dose}] if dose else [],
+                }
+            ],
+            "dispenseRequest": {
+                "quantity": dispense,
+                "numberOfRepeatsAllowed": repeats if isinstance(repeats, int) and repeats >= 0 else None,
+            },
+        }
+        self.medication = self.add(_clean(request))
+
+    def rxr(self, seg: Segment) -> None:
+        if self.medication is None:
+            return
+        route = _cwe(seg, 1)
+        if route is None:
+            return
+        dosage = self.medication.setdefault("dosageInstruction", [{}])
+        dosage[0].setdefault("route", route)
+
+    # -- the walk -------------------------------------------------------------------------------
+    def run(self, handlers: dict[str, Callable[[Segment], None]]) -> list[dict]:
+        for seg in self.msg.segments:
+            self.counts[seg.name] = self.counts.get(seg.name, 0) + 1
+            handler = handlers.get(seg.name)
+            if handler is not None:
+                handler(seg)
+        self.flush_order()
+        if self.patient is None:
+            raise MappingError("PID segment missing", error_code="100", location="PID")
+        for encounter_id, condition_id in self.conditions:
+            encounter = self.resources.get(("Encounter", encounter_id))
+            if encounter is not None:
+                diagnosis = encounter.setdefault("diagnosis", [])
+                reference = {"condition": {"reference": f"Condition/{condition_id}"}}
+                if reference not in diagnosis:
+                    diagnosis.append(reference)
+        return [_clean(resource) for resource in self.resources.values()]
+
+
+def _identity(identifiers: list[tuple[dict, str]]) -> str:
+    """The key of a patient's preferred identifier: the first medical record number, else the first."""
+    chosen = next(
+        (
+            found
+            for found in identifiers
+            if any(c.get("code") == "MR" for c in found[0].get("type", {}).get("coding", []))
+        ),
+        identifiers[0],
+    )
+    identifier, key = chosen
+    return f"{key}|{identifier['value']}"
+
+
+def _interpretation(code: str) -> dict | None:
+    code = _code(code)
+    if not code:
+        return None
+    system = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+    return {
+        "coding": [{"system": system if code.upper() in _INTERPRETATIONS else f"{_V2}0078", "code": code}]
+    }
+
+
+def _reference_range(seg: Segment) -> dict | None:
+    text = _text(seg.value(7))
+    if not text:
+        return None
+    number = r"(-?\d+(?:\.\d+)?)"
+    between = re.fullmatch(rf"{number}\s*-\s*{number}", text)
+    if between:
+        return _clean(
+            {"low": _quantity(between[1], seg, 6), "high": _quantity(between[2], seg, 6), "text": text}
+        )
+    bound = re.fullmatch(rf"(<=|>=|<|>)\s*{number}", text)
+    if bound:
+        side = "high" if bound[1].startswith("<") else "low"
+        return _clean({side: _quantity(bound[2], seg, 6), "text": text})
+    return {"text": text}
+
+
+def _handlers(mapper: _Mapper, msg: Message) -> dict[str, Callable[[Segment], None]]:
+    """The segment handlers for `msg`'s type; MappingError for a type or event not mapped."""
+    kind, event = msg.message_type.strip().upper(), mapper.event
+    name = f"{kind}^{event}" if event else kind
+    common = {"PID": mapper.pid, "PV1": mapper.pv1}
+    if kind == "ADT":
+        if event not in _ADT_EVENTS:
+            raise MappingError(f"{name} is not mapped to FHIR", error_code="201", location="MSH-9")
+        extra = {"MRG": mapper.mrg} if event == "A40" else {"DG1": mapper.dg1, "AL1": mapper.al1}
+        return {**common, **extra}
+    if kind == "ORU" and event in ("R01", ""):
+        return {**common, "ORC": mapper.orc, "OBR": mapper.obr, "OBX": mapper.obx, "NTE": mapper.nte}
+    if (kind, event) in (("ORM", "O01"), ("ORM", "")):
+        return {
+            **common,
+            "ORC": mapper.orc,
+            "OBR": mapper.obr,
+            "RXO": mapper.medication_request,
+            "RXR": mapper.rxr,
+        }
+    if (kind, event) in (("OML", "O21"), ("OML", "")):
+        return {**common, "ORC": mapper.orc, "OBR": mapper.obr}
+    if kind == "RDE" and event in ("O11", "O25", "O01", ""):
+        return {**common, "ORC": mapper.orc, "RXE": mapper.medication_request, "RXR": mapper.rxr}
+    error_code = "201" if kind in ("ADT", "ORU", "ORM", "OML", "RDE") else "200"
+    raise MappingError(f"{name} is not mapped to FHIR", error_code=error_code, location="MSH-9")
+
+
+def to_fhir(msg: Message, *, default_timezone: str = "Z") -> list[dict]:
+    """The FHIR R4 resources (dicts with resourceType and a deterministic id) `msg` maps to.
+
+    ADT A01/A02/A03/A04/A05/A06/A07/A08/A11/A13 -> Patient, Encounter (+ Practitioner, Location),
+    Condition (DG1), AllergyIntolerance (AL1); A28/A31 -> Patient; A40 -> the surviving Patient
+    (link replaces) and the old one (inactive, link replaced-by); ORU^R01 -> DiagnosticReport and
+    Observation; ORM^O01, OML^O21 -> ServiceRequest; RDE^O11/O25 -> MedicationRequest.
+    Times without an offset take MSH-7's, else `default_timezone`. Raises MappingError (with a reason,
+    an HL7 error code and a location) for a message type not mapped or content that cannot be mapped.
+    """
+    try:
+        mapper = _Mapper(msg, default_timezone)
+        return mapper.run(_handlers(mapper, msg))
+    except ClinhubError:
+        raise
+    except ValueError as error:  # a bad default_timezone or MSH-7 offset
+        raise MappingError(str(error), error_code="102", location="MSH-7") from None
+    except Exception as error:  # a bug must not take the listener down; the type names the culprit
+        raise MappingError(f"cannot map this message ({type(error).__name__})", error_code="207") from None
+
+
+__all__ = ["CODING_SYSTEMS", "MappingError", "fhir_date", "fhir_datetime", "fhir_instant", "to_fhir"]
