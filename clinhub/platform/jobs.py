@@ -106,7 +106,7 @@ _KINDS: dict[str, JobKind] = {}
 
 # Modules that register job kinds of their own with @job_kind; imported on first use of the registry,
 # so a worker knows every kind without the platform importing the domains at load time.
-KIND_MODULES: tuple[str, ...] = ("clinhub.platform.backup_jobs",)
+KIND_MODULES: tuple[str, ...] = ("clinhub.platform.backup_jobs", "clinhub.views.export")
 _loaded = False
 
 

@@ -5,7 +5,7 @@ from clinhub.views.conformance import run_suite
 from clinhub.views.dialects import DIALECTS, Dialect, DuckDB
 from clinhub.views.fhirpath import FHIRPathSyntaxError, parse_fhirpath
 from clinhub.views.model import ViewDefinition, parse_view
-from clinhub.views.runner import FORMATS, run_view, stream_view, write_view
+from clinhub.views.runner import FORMATS, StoreSource, run_view, stream_view, write_view
 
 __all__ = [
     "DIALECTS",
@@ -15,6 +15,7 @@ __all__ = [
     "DuckDB",
     "FHIRPathSyntaxError",
     "OutputColumn",
+    "StoreSource",
     "ViewDefinition",
     "compile_definition",
     "compile_view",

@@ -2,34 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import duckdb
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy import and_, select, update
 
 from clinhub.engine import AnalyticEngine
-from clinhub.errors import ClinhubError, InvalidInput, NotFound
+from clinhub.errors import ClinhubError, Conflict, InvalidInput, NotFound
 from clinhub.hub import Hub
-from clinhub.platform import audit
+from clinhub.platform import audit, jobs
 from clinhub.platform.auth import Principal
 from clinhub.platform.deps import client_address, get_hub, require
 from clinhub.store.resources import put_resources
 from clinhub.store.schema import fhir_resource, fhir_resource_history
-from clinhub.views import library
+from clinhub.views import export, library
+from clinhub.views.export import KIND as EXPORT_KIND
+from clinhub.views.export import ExportView, export_views_of
 from clinhub.views.model import parse_view
-from clinhub.views.runner import write_view
+from clinhub.views.runner import StoreSource, write_view
 
 router = APIRouter(tags=["views"])
 HubDep = Annotated[Hub, Depends(get_hub)]
@@ -59,8 +61,6 @@ _MEDIA_TYPES = {
     "json": "application/json",
     "parquet": "application/vnd.apache.parquet",
 }
-#: elements holding the patient a resource belongs to, for the `patient` parameter
-_PATIENT_ELEMENTS = ("subject", "patient")
 
 
 def outcome(status: int, code: str, diagnostics: str) -> JSONResponse:
@@ -238,32 +238,14 @@ def parse_parameters(hub: Hub, body: Any, query_format: str | None) -> RunReques
     return RunRequest(view[0], view[1], **options)
 
 
-def _source(engine: AnalyticEngine, resource_type: str, run: RunRequest) -> duckdb.DuckDBPyRelation:
-    relation = engine.resources(resource_type)
-    if run.since is not None:
-        relation = relation.filter(f"last_updated >= TIMESTAMP '{run.since.isoformat(sep=' ')}'")
-    if run.patient is not None:
-        # _patient_id admits only FHIR id characters, so the value is safe inside the SQL text
-        wanted = f"Patient/{run.patient}"
-        if resource_type == "Patient":
-            relation = relation.filter(f"id = '{run.patient}'")
-        else:
-            tests = " OR ".join(
-                f"(resource ->> '$.{element}.reference' = '{wanted}'"
-                f" OR ends_with(resource ->> '$.{element}.reference', '/{wanted}'))"
-                for element in _PATIENT_ELEMENTS
-            )
-            relation = relation.filter(tests)
-    return relation
-
-
 def execute(hub: Hub, run: RunRequest, folder: Path) -> Path:
     """Run the view over the store into a file in `folder` (DuckDB COPY); returns the file."""
-    resource_type = parse_view(run.view).resource
+    parse_view(run.view)
     out = folder / f"rows.{run.fmt}"
+    source = StoreSource(() if run.patient is None else (run.patient,), run.since)
     # an engine per run: a DuckDB connection is not safe to share between request threads
     with AnalyticEngine(hub.settings.store_url) as engine:
-        write_view(engine, run.view, _source(engine, resource_type, run), out, run.fmt, run.limit)
+        write_view(engine, run.view, source, out, run.fmt, run.limit)
     return out
 
 
@@ -361,6 +343,321 @@ def run_get(
     except ClinhubError as exc:
         return _outcome_of(exc)
     return _run_and_stream(hub, run, principal, client_address(request))
+
+
+# ---------------------------------------------------------------- $viewdefinition-export
+EXPORT = "/fhir/ViewDefinition/$viewdefinition-export"
+#: seconds a client is asked to wait between polls of a running export
+RETRY_AFTER = 2
+
+
+class UnsupportedParameter(InvalidInput):
+    """A parameter of the specification this server does not support (400, issue code not-supported)."""
+
+    code = "not-supported"
+
+
+@dataclass
+class ExportRequest:
+    views: list[ExportView]
+    fmt: str = "csv"
+    patients: list[str] = field(default_factory=list)
+    since: datetime | None = None
+    client_tracking_id: str | None = None
+
+    def job_params(self) -> dict[str, Any]:
+        return {
+            "views": [item.as_dict() for item in self.views],
+            "output_format": self.fmt,
+            "patients": self.patients,
+            "since": None if self.since is None else self.since.isoformat(),
+            "client_tracking_id": self.client_tracking_id,
+        }
+
+
+def _reference(value: Any, what: str) -> str:
+    reference = value.get("reference") if isinstance(value, dict) else value
+    if not isinstance(reference, str) or not reference:
+        raise InvalidInput(f"{what} must be a reference such as ViewDefinition/<id>")
+    return reference
+
+
+def _export_view(hub: Hub, parameter: dict[str, Any]) -> tuple[str | None, str, dict[str, Any]]:
+    """(output name, label, ViewDefinition) of one `view` parameter and its parts."""
+    parts = parameter.get("part")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise InvalidInput("a 'view' parameter needs parts: name, and viewReference or viewResource")
+    name, found = None, []
+    for part in parts:
+        kind = part.get("name")
+        if kind == "name":
+            name = _value(part)
+            if not isinstance(name, str):
+                raise InvalidInput("view.name must be a string")
+        elif kind == "viewReference":
+            found.append(resolve_reference(hub, _reference(_value(part), "view.viewReference"))[::-1])
+        elif kind == "viewResource":
+            resource = part.get("resource")
+            if not isinstance(resource, dict):
+                raise InvalidInput("view.viewResource needs a ViewDefinition in 'resource'")
+            found.append((resource.get("name") or "inline", resource))
+        else:
+            raise InvalidInput(f"unsupported part {kind!r} of a view parameter")
+    if len(found) != 1:
+        raise InvalidInput("each view parameter needs exactly one of viewReference and viewResource")
+    label, view = found[0]
+    return name, label, view
+
+
+def parse_export(hub: Hub, body: Any, query_format: str | None) -> ExportRequest:
+    """An ExportRequest from a FHIR Parameters resource, every view resolved and validated."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise InvalidInput("the body must be a FHIR Parameters resource")
+    parameters = body.get("parameter", [])
+    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+        raise InvalidInput("Parameters.parameter must be a list of objects")
+    views: list[tuple[str | None, str, dict[str, Any]]] = []
+    options: dict[str, Any] = {"patients": []}
+    for parameter in parameters:
+        name = parameter.get("name")
+        if name == "view":
+            views.append(_export_view(hub, parameter))
+        elif name == "_format":
+            options["fmt"] = _output_format(str(_value(parameter)))
+        elif name == "patient":
+            options["patients"].append(_patient_id(_reference(_value(parameter), "patient")))
+        elif name == "_since":
+            options["since"] = _since(str(_value(parameter)))
+        elif name == "clientTrackingId":
+            tracking = _value(parameter)
+            if not isinstance(tracking, str) or not 0 < len(tracking) <= 200:
+                raise InvalidInput("clientTrackingId must be a string of at most 200 characters")
+            options["client_tracking_id"] = tracking
+        elif name in ("group", "source"):
+            raise UnsupportedParameter(f"the {name!r} parameter is not supported")
+        else:
+            raise InvalidInput(f"unsupported parameter {name!r}")
+    if not views:
+        raise InvalidInput("give at least one 'view' parameter")
+    if query_format is not None:
+        options["fmt"] = _output_format(query_format)
+    request = ExportRequest(export_views_of(views), **options)
+    _check_patients(hub, request.patients)
+    return request
+
+
+def _check_patients(hub: Hub, patients: list[str]) -> None:
+    if not patients:
+        return
+    query = select(fhir_resource.c.id).where(
+        and_(
+            fhir_resource.c.resource_type == "Patient",
+            fhir_resource.c.id.in_(patients),
+            fhir_resource.c.deleted.is_(False),
+        )
+    )
+    with hub.store.connect() as conn:
+        known = set(conn.execute(query).scalars())
+    missing = [patient for patient in patients if patient not in known]
+    if missing:
+        raise NotFound(f"Patient/{missing[0]} not found")
+
+
+def _export_url(request: Request, export_id: str, file_name: str | None = None) -> str:
+    base = str(request.base_url).rstrip("/") + f"{EXPORT}/{export_id}"
+    return base if file_name is None else f"{base}/{file_name}"
+
+
+def _parameter(name: str, kind: str, value: Any) -> dict[str, Any]:
+    return {"name": name, f"value{kind}": value}
+
+
+def _export_job(hub: Hub, principal: Principal, export_id: str) -> dict[str, Any]:
+    """The export's job, if the caller started it or is an admin; anyone else is told it does not exist."""
+    try:
+        found = jobs.get_job(hub, export_id)
+    except NotFound:
+        raise NotFound(f"no export {export_id}") from None
+    mine = principal.role == "admin" or found["created_by"] == principal.username
+    if found["kind"] != EXPORT_KIND or not mine:
+        raise NotFound(f"no export {export_id}")
+    if export.is_cancelled(hub.settings, export_id) or found["status"] == "cancelled":
+        raise NotFound(f"export {export_id} was cancelled")
+    return found
+
+
+_EXPORT_STATUS = {
+    "queued": "accepted",
+    "running": "in-progress",
+    "succeeded": "completed",
+    "failed": "failed",
+}
+
+
+def export_status(hub: Hub, request: Request, principal: Principal, export_id: str) -> Response:
+    """The status of an export as the specification's Parameters: 202 while it runs (and when it
+    failed, with the error), 200 with the output files when it is done."""
+    found = _export_job(hub, principal, export_id)
+    status = _EXPORT_STATUS[found["status"]]
+    parameters = [
+        _parameter("exportId", "String", export_id),
+        *(
+            [_parameter("clientTrackingId", "String", found["params"]["client_tracking_id"])]
+            if found["params"].get("client_tracking_id")
+            else []
+        ),
+        _parameter("status", "Code", status),
+        _parameter("location", "Uri", _export_url(request, export_id)),
+        _parameter("_format", "Code", found["params"]["output_format"]),
+    ]
+    if found["started_at"]:
+        parameters.append(_parameter("exportStartTime", "Instant", found["started_at"]))
+    headers: dict[str, str] = {}
+    if status == "completed":
+        manifest = export.read_manifest(hub.settings, export_id)
+        if manifest is None:
+            raise NotFound(f"export {export_id} was deleted")
+        finished = datetime.fromisoformat(found["finished_at"])
+        started = datetime.fromisoformat(found["started_at"])
+        parameters += [
+            _parameter("exportEndTime", "Instant", found["finished_at"]),
+            _parameter("exportDuration", "Integer", round((finished - started).total_seconds())),
+        ]
+        for output in manifest["output"]:
+            parts = [
+                _parameter("name", "String", output["name"]),
+                _parameter("location", "Uri", _export_url(request, export_id, output["file"])),
+                _parameter("rows", "Integer", output["rows"]),
+            ]
+            parameters.append({"name": "output", "part": parts})
+        return _fhir_json({"resourceType": "Parameters", "parameter": parameters})
+    if status == "failed":
+        parameters.append(_parameter("error", "String", found["error"] or "the export failed"))
+    else:
+        headers = {"X-Progress": f"{found['progress']}%", "Retry-After": str(RETRY_AFTER)}
+    return _fhir_json({"resourceType": "Parameters", "parameter": parameters}, 202, headers)
+
+
+def start_export(hub: Hub, asked: ExportRequest, principal: Principal) -> str:
+    return jobs.submit(hub, EXPORT_KIND, asked.job_params(), created_by=principal.username)
+
+
+@router.post(
+    EXPORT,
+    status_code=202,
+    summary="Export views over the store to files, asynchronously; poll the Content-Location for status",
+)
+async def export_post(
+    hub: HubDep,
+    request: Request,
+    principal: Runner,
+    format_query: Annotated[str | None, Query(alias="_format")] = None,
+) -> Response:
+    address = client_address(request)
+
+    def refused(exc: ClinhubError) -> Response:
+        audit.record(
+            hub.store,
+            actor=principal.username,
+            action="view.export",
+            outcome="failure",
+            resource_type="Job",
+            client_address=address,
+            detail={"error": exc.code},
+        )
+        return _outcome_of(exc)
+
+    try:
+        body = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        return await run_in_threadpool(refused, InvalidInput("the body is not valid JSON"))
+    try:
+        asked = await run_in_threadpool(parse_export, hub, body, format_query)
+        export_id = await run_in_threadpool(start_export, hub, asked, principal)
+    except ClinhubError as exc:
+        return await run_in_threadpool(refused, exc)
+    detail = {
+        "views": [item.label for item in asked.views],
+        "format": asked.fmt,
+        "patients": asked.patients,
+    }
+    await run_in_threadpool(
+        audit.record,
+        hub.store,
+        actor=principal.username,
+        action="view.export",
+        resource_type="Job",
+        resource_id=export_id,
+        client_address=address,
+        detail=detail,
+    )
+    location = _export_url(request, export_id)
+    parameters = [
+        _parameter("exportId", "String", export_id),
+        *(
+            [_parameter("clientTrackingId", "String", asked.client_tracking_id)]
+            if asked.client_tracking_id
+            else []
+        ),
+        _parameter("status", "Code", "accepted"),
+        _parameter("location", "Uri", location),
+    ]
+    return _fhir_json(
+        {"resourceType": "Parameters", "parameter": parameters}, 202, {"Content-Location": location}
+    )
+
+
+@router.get(EXPORT + "/{export_id}", summary="Status of a view export; 200 with its files once done")
+def export_get(hub: HubDep, request: Request, principal: Runner, export_id: str) -> Response:
+    try:
+        return export_status(hub, request, principal, export_id)
+    except ClinhubError as exc:
+        return _outcome_of(exc)
+
+
+@router.delete(EXPORT + "/{export_id}", status_code=202, summary="Cancel a view export, or delete its files")
+def export_delete(hub: HubDep, request: Request, principal: Runner, export_id: str) -> Response:
+    try:
+        found = _export_job(hub, principal, export_id)
+        if found["status"] == "queued":
+            with contextlib.suppress(Conflict):  # a worker took it meanwhile: the marker stops it
+                jobs.cancel(hub, export_id)
+        export.cancel(hub.settings, export_id)
+    except ClinhubError as exc:
+        return _outcome_of(exc)
+    audit.record(
+        hub.store,
+        actor=principal.username,
+        action="view.export.cancel",
+        resource_type="Job",
+        resource_id=export_id,
+        client_address=client_address(request),
+        detail={"status": found["status"]},
+    )
+    parameters = [_parameter("exportId", "String", export_id), _parameter("status", "Code", "cancelled")]
+    return _fhir_json({"resourceType": "Parameters", "parameter": parameters}, 202)
+
+
+@router.get(EXPORT + "/{export_id}/{file_name}", summary="Download a file of a finished view export")
+def export_download(
+    hub: HubDep, request: Request, principal: Runner, export_id: str, file_name: str
+) -> Response:
+    try:
+        _export_job(hub, principal, export_id)
+        path = export.output_file(hub.settings, export_id, file_name)
+    except ClinhubError as exc:
+        return _outcome_of(exc)
+    audit.record(
+        hub.store,
+        actor=principal.username,
+        action="view.export.download",
+        resource_type="Job",
+        resource_id=export_id,
+        client_address=client_address(request),
+        detail={"file": file_name},
+    )
+    fmt = path.suffix.removeprefix(".")
+    return FileResponse(path, media_type=_MEDIA_TYPES[fmt], filename=file_name)
 
 
 # ---------------------------------------------------------------- ViewDefinition resources

@@ -1,4 +1,4 @@
-"""`clinhub views`: compile, validate and run SQL on FHIR ViewDefinitions; run the conformance suite."""
+"""`clinhub views`: compile, validate, run, export and materialise ViewDefinitions; the conformance suite."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ from rich.table import Table
 from clinhub.config import get_settings
 from clinhub.engine import AnalyticEngine
 from clinhub.errors import InvalidInput, NotFound
-from clinhub.views import library
+from clinhub.views import export, library, materialize
 from clinhub.views.compiler import compile_definition
 from clinhub.views.conformance import report, run_suite
 from clinhub.views.dialects import DIALECTS
 from clinhub.views.runner import FORMATS, stream_view, write_view
 
 app = typer.Typer(
-    help="SQL on FHIR v2 views: compile ViewDefinitions to SQL and run them over the store or files.",
+    help="SQL on FHIR v2 views: compile ViewDefinitions to SQL; run, export and materialise them over the"
+    " store or files.",
     no_args_is_help=True,
 )
 console = Console()
@@ -38,6 +39,14 @@ def load_view(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput(f"{path}: not valid JSON ({exc})") from None
+
+
+def named_view(view: str) -> dict[str, Any]:
+    """A library view by name or a ViewDefinition file; a file of that name wins, so a local view can
+    shadow a library one."""
+    if library.has_view(view) and not Path(view).is_file():
+        return library.get_view(view)
+    return load_view(Path(view))
 
 
 @app.command("sql")
@@ -83,12 +92,7 @@ def run_command(
     limit: int | None = typer.Option(None, "--limit", min=0, help="At most this many rows."),
 ) -> None:
     """Run a library view or a ViewDefinition and write its rows (streamed by DuckDB, not held in memory)."""
-    # a file of that name wins, so a local view can shadow a library one
-    definition = (
-        library.get_view(view)
-        if library.has_view(view) and not Path(view).is_file()
-        else load_view(Path(view))
-    )
+    definition = named_view(view)
     if fmt not in FORMATS:
         raise InvalidInput(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     engine = _engine(source)
@@ -136,3 +140,86 @@ def test_suite_command(
         console.print(f"report: {report_path}", highlight=False)
     if passed < total:
         raise typer.Exit(1)
+
+
+@app.command("materialize")
+def materialize_command(
+    view: str = typer.Argument(..., help="A library view's name or a ViewDefinition (JSON file)."),
+    name: str | None = typer.Option(
+        None, "--name", help="Table to write in the analytic database (default: the view's name)."
+    ),
+    source: str = typer.Option(
+        "store",
+        "--source",
+        help="'store' (refreshed incrementally by lastUpdated), or an NDJSON or Parquet file or folder"
+        " (rebuilt every time).",
+    ),
+    full: bool = typer.Option(False, "--full", help="Rebuild the table even when a refresh would do."),
+) -> None:
+    """Write a view's rows into a table of the hub's analytic database ($CLINHUB_DATA_DIR/analytics.duckdb)
+    for other tools to read; run it again to refresh the table."""
+    definition = named_view(view)
+    table = materialize.check_table(name or definition.get("name") or "")
+    settings = get_settings()
+    with materialize.open_analytics(settings) as engine:
+        build = materialize.rebuild if full else materialize.refresh
+        done = build(engine, definition, table, source)
+    if done.mode == "incremental":
+        what = f"incremental: {done.resources:,} resources recomputed ({done.deleted:,} deleted)"
+    else:
+        what = f"full rebuild: {done.reason}"
+    console.print(
+        f"{done.table}: {done.rows:,} rows; {what} ({materialize.analytics_path(settings)})", highlight=False
+    )
+
+
+@app.command("materialized")
+def materialized_command(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List the materialised views: table, view, source, watermark, rows, last refresh."""
+    settings = get_settings()
+    if not materialize.analytics_path(settings).exists():
+        found = []
+    else:
+        with materialize.open_analytics(settings) as engine:
+            found = materialize.materialized(engine)
+    if as_json:
+        typer.echo(json.dumps([entry.as_dict() for entry in found], indent=2))
+        return
+    table = Table("table", "view", "resource", "source", "watermark", "rows", "refreshed", "mode")
+    table.title = f"materialised views in {materialize.analytics_path(settings)}"
+    for entry in found:
+        shown = entry.as_dict()
+        table.add_row(
+            entry.table,
+            entry.view or "",
+            entry.resource,
+            entry.source,
+            shown["watermark"] or "",
+            f"{entry.rows:,}",
+            shown["refreshed_at"],
+            entry.mode,
+        )
+    console.print(table)
+
+
+@app.command("export")
+def export_command(
+    views: list[str] = typer.Argument(..., help="Library views' names or ViewDefinitions (JSON files)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the files: NAME.FORMAT per view, then manifest.json.", file_okay=False
+    ),
+    fmt: str = typer.Option("csv", "--format", help=f"Output format: {', '.join(FORMATS)}."),
+    source: str = typer.Option(
+        "store", "--source", help="'store', or an NDJSON file/directory, or a Parquet file/directory."
+    ),
+) -> None:
+    """Export views to files, as $viewdefinition-export does, but here and now: each file is named after
+    its view (its `name`, or view_N); manifest.json lists the files and their row counts."""
+    items = export.export_views_of([(None, view, named_view(view)) for view in views])
+    engine = _engine(source)
+    try:
+        manifest = export.export_views(engine, items, out, fmt, source)
+    finally:
+        engine.close()
+    for output in manifest["output"]:
+        console.print(f"{out / output['file']}: {output['rows']:,} rows", highlight=False)

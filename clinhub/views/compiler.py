@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +44,8 @@ NUMBER_TYPES = frozenset({"Integer", "Decimal"})
 COMPARISONS = {"=": "=", "!=": "<>", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 #: a reference's key: the last Type/id of its URL, ignoring a trailing /_history/version
 REFERENCE_KEY = r"([A-Z][A-Za-z]*/[A-Za-z0-9\-\.]{1,64})(/_history/[^/]+)?$"
+#: a reference that is only the key of a resource of one type (filled in for {}), as most references are
+PLAIN_KEY = r"{}/[A-Za-z0-9\-\.]{{1,64}}"
 TEMPORAL = r"^([0-9]{4}(?:-[0-9]{2}(?:-[0-9]{2})?)?)(?:T([0-9:.]*))?(Z|[+-][0-9]{2}:[0-9]{2})?$"
 DATE = r"^[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?$"
 TIME = r"^[0-9]{2}(:|$)"
@@ -60,13 +63,45 @@ class Value:
       NULL or JSON null for none, anything else for itself (member access on one node stays cheap);
     - ONE: one value or NULL for empty; JSON when `json`, else native SQL of FHIRPath type `type`.
 
-    `type` is the FHIRPath type of the items when it is known before run time.
+    `type` is the FHIRPath type of the items when it is known before run time. `chain` says how to read
+    the value with one JSON path, `fast` gives a cheaper form of it outright (see Chain and Fast).
     """
 
     sql: str
     shape: str
     type: str | None = None
     json: bool = True
+    chain: Chain | None = None
+    fast: Fast | None = None
+
+
+@dataclass(frozen=True)
+class Chain:
+    """A value reached from one node, `base`, by member access, first() and `[0]` (`steps` such as
+    `.code` or `[0]`). Where every node on the way has its usual shape (an object where a member
+    is read, an array where an element is taken), one JSON path reads it: `code.coding.first().code` is
+    `code ->> '$.coding[0].code'` rather than lists built and filtered per resource. `root` numbers a
+    root field, whose shapes are read once per resource; `item` says the base is one item, not an array.
+    """
+
+    base: str
+    steps: tuple[str, ...] = ()
+    root: int | None = None
+    item: bool = False
+
+    def then(self, step: str) -> Chain:
+        return replace(self, steps=(*self.steps, step))
+
+
+@dataclass(frozen=True)
+class Fast:
+    """A cheap form of a value, valid where `guard` holds: the collection then has one item, `json`,
+    whose text is `text`; where `absent` holds it has none. Elsewhere the general form answers."""
+
+    guard: str
+    json: str
+    text: str
+    absent: str | None = None  # where this holds, the value is empty without further ado
 
 
 def native(sql: str, fhirpath_type: str) -> Value:
@@ -109,9 +144,16 @@ class OutputColumn:
 
 @dataclass(frozen=True)
 class CompiledView:
+    """A compiled view. `sql` reads a relation with a JSON column `resource`. When the view reads only
+    top-level elements of the resource (most views), `fields` names them and `fields_sql` reads a
+    relation with one JSON column per element instead, which a reader can fill without keeping the
+    resource's text (DuckDB's read_json with `columns`)."""
+
     sql: str
     columns: list[OutputColumn]
     resource: str
+    fields: tuple[str, ...] | None = None
+    fields_sql: str | None = None
 
 
 def compile_view(view: dict | ViewDefinition, dialect: str = "duckdb", source: str = "source") -> str:
@@ -135,6 +177,8 @@ class Compiler:
         self.d = dialect
         self.root_keys: list[str] = []  # top-level elements read from the resource, in extraction order
         self.walks: list[str] = []  # CTEs expanding `repeat`, each joined back by row number
+        self.root_paths: dict[int, list[str]] = {}  # root field -> JSON paths read from it for each row
+        self.cheap: set[str] = set()  # SQL that reads a column of the relation: cheap to repeat
 
     # ================================================================== the view
     def compile(self, source: str) -> CompiledView:
@@ -149,26 +193,60 @@ class Compiler:
             # CASE, not AND: the engine may reorder a conjunction, and a where path must never raise an
             # error for a resource of another type
             conditions = [self.d.case([(conditions[0], " AND ".join(wheres))], "false")]
-        rows = self.product([self.select(node, scope) for node in self.view.select])
-        codes = dict(rows.columns)
+        parts = [self.select(node, scope) for node in self.view.select]
+        codes = dict(column for part in parts for column in part.columns)
         columns = [
             OutputColumn(c.name, codes[c.name].removesuffix("[]"), codes[c.name].endswith("[]"))
             for c in self.view.columns()
         ]
-        relation = self.d.with_root_fields(source, [self.d.json_path(key) for key in self.root_keys])
+        names = [c.name for c in columns]
+        # one row per resource (columns outside any iteration) stays out of the lists: those columns are
+        # computed once per resource and repeated by unnest, never copied into every row's struct
+        fixed = [part for part in parts if part.single is not None]
+        spread = [part for part in parts if part.single is None]
+        rows = (
+            self.product(fixed) if fixed else None,
+            self.product(spread) if spread else None,
+        )
+        paths = [self.d.json_path(key) for key in self.root_keys]
+        relation = self.d.with_root_paths(self.d.with_root_fields(source, paths), self.root_paths)
+        sql = self.query(rows, names, relation, conditions)
+        body = [
+            *(rows[0].single if rows[0] else []),
+            rows[1].many if rows[1] else "",
+            *conditions,
+            *self.walks,
+        ]
+        fields: tuple[str, ...] | None = tuple(self.root_keys)
+        if any(ROOT in part for part in body) or len({k.lower() for k in self.root_keys}) < len(fields):
+            # the view needs the whole resource, or two of its elements differ only by case (DuckDB
+            # names columns case-insensitively)
+            fields = None
+        fields_sql = None
+        if fields is not None:
+            relation = self.d.with_root_paths(self.d.with_field_columns(source, fields), self.root_paths)
+            fields_sql = self.query(rows, names, relation, conditions)
+        return CompiledView(sql, columns, self.view.resource, fields, fields_sql)
+
+    def query(
+        self, rows: tuple[Rows | None, Rows | None], names: list[str], relation: str, conditions: list[str]
+    ) -> str:
+        """The view's SELECT over `relation` (aliased `src`, holding the root fields `_r1`, `_r2`...):
+        `rows` are the columns with one row per resource and those of the iterations."""
         ctes: list[str] = []
         if self.walks:
             ctes = [self.d.numbered_source(relation, conditions), *self.walks]
             relation, conditions = self.d.join_walks(len(self.walks)), []
-        names = [c.name for c in columns]
-        if rows.single is not None:
-            return CompiledView(
-                self.d.select_rows(list(zip(names, rows.single, strict=True)), relation, conditions, ctes),
-                columns,
-                self.view.resource,
-            )
-        sql = self.d.select_unnested(rows.many, names, relation, conditions, ctes)
-        return CompiledView(sql, columns, self.view.resource)
+        fixed, spread = rows
+        once = (
+            [(name, sql) for (name, _), sql in zip(fixed.columns, fixed.single or [], strict=True)]
+            if fixed
+            else []
+        )
+        if spread is None:
+            by_name = dict(once)
+            return self.d.select_rows([(name, by_name[name]) for name in names], relation, conditions, ctes)
+        return self.d.select_unnested(spread.many, names, relation, conditions, ctes, once)
 
     # ================================================================== select nodes
     def select(self, node: Select, scope: Scope) -> Rows:
@@ -301,6 +379,8 @@ class Compiler:
             return converted, f"{code}[]"
         what = f"column {column.name!r} (path {column.path!r}) returned more than one value"
         what += "; set collection to true"
+        if code == "string" and value.json:
+            return self.text(value, what), code
         single = Value(self.single(value, what), ONE, value.type, json=value.json)
         return self.convert(single, code), code
 
@@ -324,6 +404,18 @@ class Compiler:
 
     def single(self, value: Value, what: str) -> str:
         """The one value (JSON unless native), NULL if empty; more than one is an error at run time."""
+        fast = self.fast(value)
+        if fast is None:
+            return self.single_general(value, what)
+        if fast.guard == "true":
+            return fast.json
+        return self.d.case(self.fast_cases(fast, fast.json), self.single_general(value, what))
+
+    def fast_cases(self, fast: Fast, result: str) -> list[tuple[str, str]]:
+        cases = [(fast.absent, "NULL")] if fast.absent else []
+        return [*cases, (fast.guard, result)]
+
+    def single_general(self, value: Value, what: str) -> str:
         if value.shape == ONE:
             return value.sql
         if value.shape == NODE:
@@ -335,7 +427,7 @@ class Compiler:
 
     def bind(self, sql: str, body: Callable[[str], str]) -> str:
         """`body` over `sql`, binding it to a name first unless it is cheap to repeat."""
-        return body(sql) if _simple(sql) else self.d.let(sql, body)
+        return body(sql) if _simple(sql) or sql in self.cheap else self.d.let(sql, body)
 
     def convert(self, value: Value, code: str) -> str:
         """A single value (shape ONE) as SQL of a column type code."""
@@ -349,12 +441,57 @@ class Compiler:
             return self.d.json_text(value.sql)
         return self.d.cast(value.sql, code)
 
-    def text(self, value: Value) -> str:
+    def text(self, value: Value, what: str = "a text operand has more than one value") -> str:
         """A single value as SQL text."""
-        sql = self.single(value, "a text operand has more than one value")
+        fast = self.fast(value)
+        if value.json and fast is not None:
+            if fast.guard == "true":
+                return fast.text
+            general = self.d.json_text(self.single_general(value, what))
+            return self.d.case(self.fast_cases(fast, fast.text), general)
+        sql = self.single(value, what)
         if value.json:
             return self.d.json_text(sql)
         return sql if value.type in TEXT_TYPES else self.d.cast(sql, "string")
+
+    # ------------------------------------------------------------------ JSON paths (Chain and Fast)
+    def fast(self, value: Value) -> Fast | None:
+        if value.fast is not None:
+            return value.fast
+        if value.chain is None or not value.json:
+            return None
+        return self.chain_fast(value.chain)
+
+    def chain_of(self, value: Value) -> Chain | None:
+        """The value's chain, or a new one starting at it when it is one JSON node named by simple SQL."""
+        if value.chain is not None:
+            return value.chain
+        if value.json and value.shape in (ONE, NODE) and value.sql != ROOT and _simple(value.sql):
+            return Chain(value.sql, item=value.shape == ONE)
+        return None
+
+    def chain_fast(self, chain: Chain) -> Fast:
+        """The value at the chain's JSON path, valid where it is one item: not an array (several items)
+        and not absent or null. A path reads a member only from an object and an element only from an
+        array, so any other shape on the way leaves it absent, and the general form decides."""
+        path = "$" + "".join(chain.steps)
+        if chain.root is not None and chain.steps:
+            found = self.root_value(chain.root, path)
+            return Fast(self.d.json_one(found), found, self.d.json_text(found), f"{chain.base} IS NULL")
+        if not chain.steps:
+            absent = f"{chain.base} IS NULL" if chain.root is not None else None
+            return Fast(self.d.json_one(chain.base), chain.base, self.d.json_text(chain.base), absent)
+        found = self.d.json_get_path(chain.base, path)
+        return Fast(self.d.json_one(found), found, self.d.json_text_path(chain.base, path))
+
+    def root_value(self, root: int, path: str) -> str:
+        """The JSON value at `path` of root field `root`, read once per resource with its other paths."""
+        paths = self.root_paths.setdefault(root, [])
+        if path not in paths:
+            paths.append(path)
+        found = self.d.element(self.d.root_paths_field(root), str(paths.index(path) + 1))
+        self.cheap.add(found)
+        return found
 
     def number(self, value: Value) -> str:
         sql = self.single(value, "a numeric operand has more than one value")
@@ -374,14 +511,20 @@ class Compiler:
             if value.type == "Boolean":
                 return value.sql
             return self.d.case([(f"{value.sql} IS NULL", "NULL")], otherwise)
-        sql = self.single(value, strict or "a boolean operand has more than one value")
-        return self.bind(
-            sql,
-            lambda x: self.d.case(
+
+        def as_boolean(x: str) -> str:
+            return self.d.case(
                 [(self.d.json_is(x, "boolean"), self.d.cast(x, "boolean")), (f"{x} IS NULL", "NULL")],
                 otherwise,
-            ),
+            )
+
+        general = self.bind(
+            self.single_general(value, strict or "a boolean operand has more than one value"), as_boolean
         )
+        fast = self.fast(value)
+        if fast is None:
+            return general
+        return self.d.case(self.fast_cases(fast, self.bind(fast.json, as_boolean)), general)
 
     # ================================================================== FHIRPath
     def expression(self, node: fp.Node, scope: Scope, location: str) -> Value:
@@ -466,10 +609,15 @@ class Compiler:
         if value.sql == ROOT:
             if name not in self.root_keys:
                 self.root_keys.append(name)
-            return Value(self.d.root_field(self.root_keys.index(name) + 1), NODE, type_name)
+            number = self.root_keys.index(name) + 1
+            field = self.d.root_field(number)
+            return Value(field, NODE, type_name, chain=Chain(field, root=number))
+        chain = self.chain_of(value)
+        step = self.d.json_step(name)
+        chain = chain.then(step) if chain is not None and step is not None else None
         if value.shape == ONE:
-            return Value(self.d.json_get(value.sql, name), NODE, type_name)
-        return Value(self.d.children(self.items(value), name), MANY, type_name)
+            return Value(self.d.json_get(value.sql, name), NODE, type_name, chain=chain)
+        return Value(self.d.children(self.items(value), name), MANY, type_name, chain=chain)
 
     def index(self, node: fp.Index, scope: Scope) -> Value:
         target = self.compile_node(node.target, scope)
@@ -482,7 +630,10 @@ class Compiler:
         element = self.d.element(self.items(target), f"{offset} + 1")
         if not offset.isdigit():
             element = self.d.case([(f"{offset} < 0", "NULL")], element)
-        return Value(element, ONE, target.type)
+            return Value(element, ONE, target.type)
+        # only [0] reads by a JSON path: a path counts null elements, which FHIRPath skips
+        chain = self.chain_of(target) if offset == "0" else None
+        return Value(element, ONE, target.type, chain=chain.then("[0]") if chain is not None else None)
 
     # ------------------------------------------------------------------ operators
     def binary(self, node: fp.Binary, scope: Scope) -> Value:
@@ -545,13 +696,24 @@ class Compiler:
     def equality(self, op: str, left: Value, right: Value) -> Value:
         if left.shape == ONE and right.shape == ONE:
             return native(self.compare(op, left, right), "Boolean")
+        general = self.general_equality(op, left, right)
+        for one, other in ((left, right), (right, left)):
+            fast = self.fast(one)
+            if fast is not None and other.shape == ONE:
+                # at most one item where the guard holds: compare it as a single value
+                item = Value(fast.json, ONE, one.type, fast=Fast("true", fast.json, fast.text))
+                compared = self.compare(op, item, other)
+                return native(self.d.case(self.fast_cases(fast, compared), general.sql), "Boolean")
+        return general
+
+    def general_equality(self, op: str, left: Value, right: Value) -> Value:
         if {left.shape, right.shape} == {NODE, ONE}:
             # a node of several items never equals one value; otherwise compare its item
             node, other = (left, right) if left.shape == NODE else (right, left)
 
             def against(j: str) -> str:
                 item = Value(self.d.node_item(j, None), ONE, node.type)
-                several = f"{self.d.json_is(j, 'array')} AND {self.d.func('json_length', j)} > 1"
+                several = f"{self.d.node_is(j, 'array')} AND {self.d.length(self.d.json_items(j))} > 1"
                 return self.d.case([(several, "false")], self.compare("=", item, other))
 
             result = self.bind(node.sql, against)
@@ -729,9 +891,12 @@ class Compiler:
     def fn_first(self, target: Value, node: fp.Call, scope: Scope) -> Value:
         if target.shape == ONE:
             return target
+        chain = self.chain_of(target)
+        chain = chain.then("[0]") if chain is not None else None
         if target.shape == NODE:
-            return Value(self.bind(target.sql, lambda j: self.d.node_item(j, None)), ONE, target.type)
-        return Value(self.d.element(target.sql, "1"), ONE, target.type)
+            first = self.bind(target.sql, lambda j: self.d.node_item(j, None))
+            return Value(first, ONE, target.type, chain=chain)
+        return Value(self.d.element(target.sql, "1"), ONE, target.type, chain=chain)
 
     def fn_last(self, target: Value, node: fp.Call, scope: Scope) -> Value:
         if target.shape == ONE:
@@ -819,7 +984,35 @@ class Compiler:
             return f"{found} AND {self.d.func('starts_with', k, prefix)}" if prefix else found
 
         kept = self.d.filter(self.d.transform(self.items(target), key), wanted)
-        return Value(self.d.transform(kept, self.d.to_json), MANY, "String")
+        return Value(
+            self.d.transform(kept, self.d.to_json), MANY, "String", fast=self.reference_key_fast(target, node)
+        )
+
+    def reference_key_fast(self, target: Value, node: fp.Call) -> Fast | None:
+        """getReferenceKey() of one reference read by a JSON path: the type goes into the pattern."""
+        chain = self.chain_of(target)
+        kind = self.type_argument(node).split(".")[-1] if node.args else None
+        if chain is None or (kind is not None and not re.fullmatch(r"[A-Z][A-Za-z]*", kind)):
+            return None
+        reference = self.chain_fast(chain.then(".reference"))
+        pattern = REFERENCE_KEY if kind is None else REFERENCE_KEY.replace("[A-Z][A-Za-z]*", kind, 1)
+        found = self.d.func("regex_extract", reference.text, self.d.string(pattern), "1")
+        key = f"nullif({found}, '')"
+        if kind is not None:
+            # most references are just `Type/id`: tell those from the JSON text, no pattern needed
+            key = self.bind(
+                reference.json,
+                lambda j: self.d.case(
+                    [
+                        (
+                            self.d.func("is_plain_key", j, self.d.string(PLAIN_KEY.format(kind))),
+                            self.d.func("plain_key", j),
+                        )
+                    ],
+                    key,
+                ),
+            )
+        return Fast(reference.guard, self.d.to_json(key), key, reference.absent)
 
     def fn_boundary(self, target: Value, node: fp.Call, scope: Scope) -> Value:
         high = node.name == "highBoundary"

@@ -104,22 +104,52 @@ class Dialect:
         """A JSON value as a collection: an array's non-null items, a scalar or object alone, null as none."""
         return self.case(
             [
-                (f"{value} IS NULL OR {self.json_is(value, 'null')}", self.empty()),
+                (f"{value} IS NULL OR {self.node_is(value, 'null')}", self.empty()),
+                # a JSON null in an array becomes SQL NULL in the list
                 (
-                    self.json_is(value, "array"),
-                    self.filter(self.cast(value, "json[]"), lambda e: f"NOT {self.json_is(e, 'null')}"),
+                    self.node_is(value, "array"),
+                    self.filter(self.cast(value, "json[]"), lambda e: f"{e} IS NOT NULL"),
                 ),
             ],
             self.list_of([value]),
         )
 
+    def node_is(self, node: str, kind: str) -> str:
+        """`json_is` for a node the engine wrote itself (a root field or an extracted value), which a
+        dialect may test more cheaply."""
+        return self.json_is(node, kind)
+
+    def json_step(self, key: str) -> str | None:
+        """A member step of a JSON path (`.code`), or None for a key a path cannot name plainly."""
+        return f".{key}" if key.isidentifier() else None
+
+    def json_get_path(self, value: str, path: str) -> str:
+        """The JSON value at a JSON path (`$.code.coding[0]`), NULL when absent."""
+        return self.func("json_get", value, self.string(path))
+
+    def json_text_path(self, value: str, path: str) -> str:
+        return self.func("json_text_at", value, self.string(path))
+
+    def json_one(self, value: str) -> str:
+        """A condition: the node (see node_is) is one item, that is present and neither an array nor
+        null."""
+        return self.case(
+            [(f"{value} IS NULL", "false")],
+            f"NOT ({self.node_is(value, 'array')} OR {self.node_is(value, 'null')})",
+        )
+
     def node_item(self, node: str, more: str | None) -> str:
         """The first item a node stands for (see `json_items`); `more` is the SQL for a node of several
         items (an error), or None to take the first."""
-        first = self.func("json_first", node)
-        if more is not None:
-            first = self.case([(f"{self.func('json_length', node)} > 1", more)], first)
-        return self.case([(self.json_is(node, "array"), first), (self.json_is(node, "null"), "NULL")], node)
+        items = self.filter(self.cast(node, "json[]"), lambda e: f"{e} IS NOT NULL")
+        if more is None:
+            first = self.element(items, "1")
+        else:
+            first = self.let(
+                items,
+                lambda found: self.case([(f"{self.length(found)} > 1", more)], self.element(found, "1")),
+            )
+        return self.case([(self.node_is(node, "array"), first), (self.node_is(node, "null"), "NULL")], node)
 
     def children(self, items: str, key: str) -> str:
         """Member access over a collection: each item's `key`, arrays flattened, missing skipped."""
@@ -193,6 +223,26 @@ class Dialect:
         extracted = f"SELECT src.resource, {fields} AS _root FROM {source} AS src"
         return f"(SELECT resource, {columns} FROM ({extracted}) AS src) AS src"
 
+    def root_paths_field(self, number: int) -> str:
+        return f"src._j{number}"
+
+    def with_root_paths(self, relation: str, paths: dict[int, list[str]]) -> str:
+        """`relation` (aliased `src`) with, per root field, the JSON values at some of its paths as a list
+        `_jN` (one parse of the field for all the columns that read it)."""
+        if not paths:
+            return relation
+        columns = ", ".join(
+            self.func("json_get_many", self.root_field(n), ", ".join(self.string(p) for p in listed))
+            + f" AS _j{n}"
+            for n, listed in sorted(paths.items())
+        )
+        return f"(SELECT src.*, {columns} FROM {relation}) AS src"
+
+    def with_field_columns(self, source: str, fields: Sequence[str]) -> str:
+        """The source as `src` when it has one JSON column per element: they become `_r1`, `_r2`, ..."""
+        columns = ", ".join(f"src.{self.identifier(key)} AS _r{n}" for n, key in enumerate(fields, start=1))
+        return f"(SELECT {columns} FROM {source} AS src) AS src"
+
     def select_rows(
         self,
         columns: Sequence[tuple[str, str]],
@@ -205,12 +255,28 @@ class Dialect:
         return f"{self._with(ctes)}SELECT {listed} FROM {relation}{self._where(where)}"
 
     def select_unnested(
-        self, rows: str, names: Sequence[str], relation: str, where: Sequence[str], ctes: Sequence[str] = ()
+        self,
+        rows: str,
+        names: Sequence[str],
+        relation: str,
+        where: Sequence[str],
+        ctes: Sequence[str] = (),
+        once: Sequence[tuple[str, str]] = (),
     ) -> str:
-        """Many rows per row of `relation` (aliased `src`): `rows` is a list of structs."""
+        """Many rows per row of `relation` (aliased `src`): `rows` is a list of structs; the columns
+        `once` (name, SQL) have one value per row of `relation`, repeated on each of its rows."""
         row = self.fresh("row")
-        listed = ", ".join(f"{self.field(row, name)} AS {self.identifier(name)}" for name in names)
-        inner = f"SELECT {self.func('unnest', rows)} AS {row} FROM {relation}{self._where(where)}"
+        fixed = {name for name, _ in once}
+        listed = ", ".join(
+            (
+                self.identifier(name)
+                if name in fixed
+                else f"{self.field(row, name)} AS {self.identifier(name)}"
+            )
+            for name in names
+        )
+        computed = "".join(f"{sql} AS {self.identifier(name)}, " for name, sql in once)
+        inner = f"SELECT {computed}{self.func('unnest', rows)} AS {row} FROM {relation}{self._where(where)}"
         return f"{self._with(ctes)}SELECT {listed} FROM ({inner}) AS {self.fresh('rows')}"
 
     def numbered_source(self, relation: str, where: Sequence[str]) -> str:
@@ -294,13 +360,23 @@ class DuckDB(Dialect):
         "integer": ("BIGINT", "UBIGINT"),
         "number": ("BIGINT", "UBIGINT", "DOUBLE"),
     }
+
+    def node_is(self, node: str, kind: str) -> str:
+        # DuckDB writes JSON minified, so the first character of a value it wrote tells an array or a
+        # null without parsing the value
+        if kind in ("array", "null"):
+            return f"(left({node}, 1) = {self.string('[' if kind == 'array' else 'n')})"
+        return self.json_is(node, kind)
+
+    def json_one(self, value: str) -> str:
+        return f"(left({value}, 1) NOT IN ('[', 'n'))"
+
     FUNCTIONS: ClassVar[dict[str, str]] = {
         "try_cast": "TRY_CAST({0} AS {1})",
         "json_get": "json_extract({0}, {1})",
         "json_get_many": "json_extract({0}, [{1}])",
-        "json_first": "json_extract({0}, '$[0]')",
-        "json_length": "json_array_length({0})",
         "json_text": "({0} ->> '$')",
+        "json_text_at": "({0} ->> {1})",
         "json_type": "json_type({0})",
         "to_json": "to_json({0})",
         "list": "[{0}]",
@@ -333,6 +409,9 @@ class DuckDB(Dialect):
         "matches": "regexp_matches({0}, {1})",
         "matches_full": "regexp_full_match({0}, {1})",
         "regex_extract": "regexp_extract({0}, {1}, {2})",
+        # a JSON string "Type/id" ({1}: the pattern of Type/id); an id has no characters JSON escapes
+        "is_plain_key": "regexp_full_match({0}, '\"' || {1} || '\"')",
+        "plain_key": "substr({0}, 2, length({0}) - 2)",
         "trim": "trim({0})",
         "concat_text": "({0} || {1})",
         "mod": "({0} % {1})",

@@ -18,6 +18,7 @@ from clinhub.platform.deps import PUBLIC_PATHS, declared_permission, route_table
 from clinhub.platform.jobs import new_job
 from clinhub.platform.permissions import PERMISSIONS, ROLES
 from clinhub.store import create_store_engine, upgrade
+from clinhub.views.export import run_export
 
 PASSWORD = "a long enough password"
 _serial = count()
@@ -33,6 +34,33 @@ def _stored_message(store) -> str:
     assert accept(store, [(raw, datetime.now(UTC))])[0].code == "AA"
     found = search(store, MessageFilter(control_id=control_id))["messages"]
     return str(found[0]["id"])
+
+
+_EXPORTS = "/fhir/ViewDefinition/$viewdefinition-export/"
+_EXPORT_PARAMS = {
+    "views": [
+        {
+            "name": "ids",
+            "label": "ids",
+            "view": {"resource": "Patient", "select": [{"column": [{"name": "id", "path": "id"}]}]},
+        }
+    ],
+    "output_format": "csv",
+    "patients": [],
+    "since": None,
+    "client_tracking_id": None,
+}
+
+
+def _export(store, *, run: bool = False) -> str:
+    """A view export recorded for the granted role; with `run`, finished by its job's own function,
+    which writes its files where a worker would (this test's data dir is the store's folder)."""
+    export_id = new_job(store, "views.export", _EXPORT_PARAMS, "analyst")
+    if run:
+        data_dir = store.url.database.rsplit("/", 1)[0]
+        settings = Settings(data_dir=data_dir, database_url=str(store.url), _env_file=None)
+        run_export(settings, export_id, **_EXPORT_PARAMS)
+    return export_id
 
 
 def _new_key(store) -> str:
@@ -110,6 +138,33 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
     ),
     ("GET", "/fhir/ViewDefinition/{view_id}"): lambda s: ("/fhir/ViewDefinition/matrix-view", None),
     ("DELETE", "/fhir/ViewDefinition/{view_id}"): lambda s: ("/fhir/ViewDefinition/matrix-view", None),
+    ("POST", "/fhir/ViewDefinition/$viewdefinition-export"): lambda s: (
+        "/fhir/ViewDefinition/$viewdefinition-export",
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {
+                    "name": "view",
+                    "part": [
+                        {"name": "viewReference", "valueReference": {"reference": "patient_demographics"}}
+                    ],
+                }
+            ],
+        },
+    ),
+    # an export of the granted role, queued (no worker runs here): its status is 202, DELETE cancels it
+    ("GET", "/fhir/ViewDefinition/$viewdefinition-export/{export_id}"): lambda s: (
+        _EXPORTS + _export(s),
+        None,
+    ),
+    ("DELETE", "/fhir/ViewDefinition/$viewdefinition-export/{export_id}"): lambda s: (
+        _EXPORTS + _export(s),
+        None,
+    ),
+    ("GET", "/fhir/ViewDefinition/$viewdefinition-export/{export_id}/{file_name}"): lambda s: (
+        f"{_EXPORTS}{_export(s, run=True)}/ids.csv",
+        None,
+    ),
 }
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import duckdb
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from clinhub.engine import AnalyticEngine
+from clinhub.errors import ViewError
 from clinhub.views import run_view
 
 KEYS = ("a", "b", "c")
@@ -21,7 +24,7 @@ node = st.recursive(
     max_leaves=12,
 )
 resources = st.lists(
-    st.dictionaries(st.sampled_from(KEYS), node | st.lists(node, max_size=3), max_size=3),
+    st.dictionaries(st.sampled_from(KEYS), node | st.lists(node | st.none(), max_size=3), max_size=3),
     min_size=1,
     max_size=4,
 )
@@ -103,3 +106,67 @@ def test_paths_match_the_oracle(resources: list[dict], path: str, function: str)
         if function not in SCALARS:
             actual = [json.loads(v) for v in actual]
         assert actual == expected, (document, path + function)
+
+
+SINGLE = ["", ".first()", "[1]", "[0].b", ".first().a.first()", "[0].a[1]"]
+
+
+def single(collection: list, function: str) -> list:
+    result = {
+        "": collection,
+        ".first()": collection[:1],
+        "[1]": collection[1:2],
+        "[0].b": evaluate(collection[:1], "b"),
+        ".first().a.first()": evaluate(collection[:1], "a")[:1],
+        "[0].a[1]": evaluate(collection[:1], "a")[1:2],
+    }
+    return result[function]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(resources, paths, st.sampled_from(SINGLE), st.booleans())
+# shapes a JSON path alone would get wrong: a null first element, an object where an array is indexed,
+# an array where a member is read, several items at the end
+@example([{"a": [None, "x"]}], "a", ".first()", False)
+@example([{"a": [None, "x"]}], "a", "[1]", False)
+@example([{"a": {"b": ["x", None]}}], "a.b", "", True)
+@example([{"a": {"a": "x"}}], "a", ".first().a.first()", False)
+@example([{"a": [{"b": "x"}, {"b": "y"}]}, {"a": [{"b": ["x"]}]}], "a", "[0].b", False)
+@example([{"b": {"a": [None, {"a": ["y", "x"]}]}}], "b", "[0].a[1]", False)
+def test_single_values_match_the_oracle(
+    tmp_path_factory, resources: list[dict], path: str, function: str, compare: bool
+) -> None:
+    """One-value columns take a JSON path where the data has the usual shapes and the general form
+    elsewhere; over NDJSON (the elements read as columns) and over a relation alike, several values
+    are an error and anything else the oracle's one item."""
+    documents = [{"resourceType": "Patient", "id": f"p{i}", **r} for i, r in enumerate(resources)]
+    expression = path + function + (" = 'x'" if compare else "")
+    column = {"name": "v", "path": expression, **({"type": "boolean"} if compare else {})}
+    view = {
+        "resource": "Patient",
+        "select": [{"column": [{"name": "id", "path": "id", "type": "id"}, column]}],
+    }
+    found = {document["id"]: single(evaluate([document], path), function) for document in documents}
+    several = any(len(v) > 1 for v in found.values()) and not compare
+    ndjson = tmp_path_factory.mktemp("oracle") / "patients.ndjson"
+    ndjson.write_text("".join(json.dumps(d) + "\n" for d in documents))
+    with AnalyticEngine() as engine:
+        relation = engine.sql(
+            "SELECT CAST(unnest(?::VARCHAR[]) AS JSON) AS resource", [[json.dumps(d) for d in documents]]
+        )
+        for source in (relation, ndjson):
+            if several:
+                with pytest.raises((ViewError, duckdb.Error), match="more than one value"):
+                    run_view(engine, view, source).fetchall()
+                continue
+            rows = dict(run_view(engine, view, source).fetchall())
+            for document in documents:
+                items = found[document["id"]]
+                if compare:
+                    expected = items == ["x"] if items else None
+                    assert rows[document["id"]] == expected, (document, expression)
+                else:
+                    # SQL NULL for no item: a JSON null is not an item
+                    actual = rows[document["id"]]
+                    got = json.loads(actual) if actual is not None else "<none>"
+                    assert got == (items[0] if items else "<none>"), (document, expression)
