@@ -133,13 +133,15 @@ class AnalyticEngine:
     # ------------------------------------------------------------------ files
     def ndjson(self, path: str | Path) -> duckdb.DuckDBPyRelation:
         """FHIR NDJSON (a file, a glob or a directory of *.ndjson) as one column `resource` of JSON."""
-        pattern = self._pattern(path, "ndjson")
+        # the path as a quoted literal, not a parameter: with a parameter DuckDB reads the whole file
+        # into memory before the query starts, instead of streaming it
+        pattern = _literal(self._pattern(path, "ndjson"))
         return self.sql(
-            "SELECT json AS resource FROM read_json_objects(?, format = 'newline_delimited')", [pattern]
+            f"SELECT json AS resource FROM read_json_objects({pattern}, format = 'newline_delimited')"  # noqa: S608
         )
 
     def parquet(self, path: str | Path) -> duckdb.DuckDBPyRelation:
-        return self.sql("SELECT * FROM read_parquet(?)", [self._pattern(path, "parquet")])
+        return self.sql(f"SELECT * FROM read_parquet({_literal(self._pattern(path, 'parquet'))})")  # noqa: S608
 
     @staticmethod
     def _pattern(path: str | Path, suffix: str) -> str:
@@ -195,3 +197,8 @@ class AnalyticEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _literal(text: str) -> str:
+    """`text` as a SQL string literal (quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
