@@ -787,10 +787,4 @@ def fhir_import(ctx: JobContext, path: str) -> dict:
         done += count
         ctx.progress(done, total)
 
-    stats = load_ndjson(ctx.hub.store, source, progress=advance)
-    return {
-        "created": stats.created,
-        "updated": stats.updated,
-        "unchanged": stats.unchanged,
-        "total": stats.total,
-    }
+    return load_ndjson(ctx.hub.store, source, progress=advance).as_dict()

@@ -270,10 +270,19 @@ def test_fhir_import_job(hub: Hub, worker: jobs.Worker, tmp_path: Path) -> None:
     source = tmp_path / "bulk"
     source.mkdir()
     patients = [{"resourceType": "Patient", "id": f"p{i}", "gender": "female"} for i in range(3)]
-    (source / "Patient.ndjson").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in patients))
+    lines = [orjson.dumps(p) + b"\n" for p in patients]
+    lines.insert(1, b"{not json\n")  # a bad line is skipped and reported; the good ones are kept
+    (source / "Patient.ndjson").write_bytes(b"".join(lines))
     done = finished(hub, jobs.submit(hub, "fhir.import", {"path": str(source)}))
     assert done["status"] == "succeeded", done
-    assert done["result"] == {"created": {"Patient": 3}, "updated": {}, "unchanged": {}, "total": 3}
+    assert done["result"] == {
+        "created": {"Patient": 3},
+        "updated": {},
+        "unchanged": {},
+        "total": 3,
+        "rejected": 1,
+        "errors": ["Patient.ndjson line 2: not valid JSON"],
+    }
     relative = finished(hub, jobs.submit(hub, "fhir.import", {"path": "bulk"}))
     assert relative["status"] == "failed" and "path must be absolute" in relative["error"]
     missing = finished(hub, jobs.submit(hub, "fhir.import", {"path": str(tmp_path / "none")}))
