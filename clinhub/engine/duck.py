@@ -135,27 +135,13 @@ class AnalyticEngine:
         """FHIR NDJSON (a file, a glob or a directory of *.ndjson) as one column `resource` of JSON."""
         # the path as a quoted literal, not a parameter: with a parameter DuckDB reads the whole file
         # into memory before the query starts, instead of streaming it
-        pattern = _literal(self._pattern(path, "ndjson"))
+        pattern = _literal(file_pattern(path, "ndjson"))
         return self.sql(
             f"SELECT json AS resource FROM read_json_objects({pattern}, format = 'newline_delimited')"  # noqa: S608
         )
 
     def parquet(self, path: str | Path) -> duckdb.DuckDBPyRelation:
-        return self.sql(f"SELECT * FROM read_parquet({_literal(self._pattern(path, 'parquet'))})")  # noqa: S608
-
-    @staticmethod
-    def _pattern(path: str | Path, suffix: str) -> str:
-        text = str(path)
-        if any(ch in text for ch in "*?["):
-            return text
-        candidate = Path(text)
-        if candidate.is_dir():
-            if not any(candidate.glob(f"*.{suffix}")):
-                raise NotFound(f"no *.{suffix} files in {candidate}")
-            return str(candidate / f"*.{suffix}")
-        if not candidate.is_file():
-            raise NotFound(f"no such file: {candidate}")
-        return text
+        return self.sql(f"SELECT * FROM read_parquet({_literal(file_pattern(path, 'parquet'))})")  # noqa: S608
 
     # ------------------------------------------------------------------ queries
     def sql(self, query: str, params: Sequence[Any] | None = None) -> duckdb.DuckDBPyRelation:
@@ -202,3 +188,18 @@ class AnalyticEngine:
 def _literal(text: str) -> str:
     """`text` as a SQL string literal (quotes doubled)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def file_pattern(path: str | Path, suffix: str) -> str:
+    """A file, a glob, or every `*.suffix` of a folder, as a pattern for DuckDB's readers."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        return text
+    candidate = Path(text)
+    if candidate.is_dir():
+        if not any(candidate.glob(f"*.{suffix}")):
+            raise NotFound(f"no *.{suffix} files in {candidate}")
+        return str(candidate / f"*.{suffix}")
+    if not candidate.is_file():
+        raise NotFound(f"no such file: {candidate}")
+    return text

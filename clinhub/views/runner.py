@@ -17,7 +17,8 @@ from typing import IO
 import duckdb
 
 from clinhub.engine import AnalyticEngine
-from clinhub.errors import InvalidInput, NotFound, ViewError
+from clinhub.engine.duck import file_pattern
+from clinhub.errors import InvalidInput, ViewError
 from clinhub.views.compiler import CompiledView, compile_definition
 from clinhub.views.model import ViewDefinition
 
@@ -62,21 +63,6 @@ def use_utc(connection: duckdb.DuckDBPyConnection) -> None:
     """Compare the store's timestamps in UTC: PostgreSQL's are TIMESTAMPTZ, which DuckDB converts to and
     from plain TIMESTAMP in the session's time zone."""
     connection.execute("SET TimeZone = 'UTC'")
-
-
-def file_pattern(path: str | Path, suffix: str) -> str:
-    """A file, a glob, or every `*.suffix` of a folder, as a pattern for DuckDB's readers."""
-    text = str(path)
-    if any(ch in text for ch in "*?["):
-        return text
-    candidate = Path(text)
-    if candidate.is_dir():
-        if not any(candidate.glob(f"*.{suffix}")):
-            raise NotFound(f"no *.{suffix} files in {candidate}")
-        return str(candidate / f"*.{suffix}")
-    if not candidate.is_file():
-        raise NotFound(f"no such file: {candidate}")
-    return text
 
 
 def _is_parquet(path: Path) -> bool:
