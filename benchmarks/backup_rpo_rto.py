@@ -178,16 +178,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--postgres", help="PostgreSQL URL of a server to create a scratch database on")
     parser.add_argument("--mariadb", help="MariaDB URL of a server to create a scratch database on")
+    parser.add_argument("--no-sqlite", action="store_true", help="Only the server stores given.")
+    parser.add_argument(
+        "--synth-dir", type=Path, help="Keep the synthetic hospital here and reuse it when it is there."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="clinhub-bench-backup-") as tmp:
         root = Path(tmp)
-        start = time.perf_counter()
-        generate(root / "synth", patients=args.patients, seed=args.seed)
-        print(f"generated {args.patients:,} patients in {time.perf_counter() - start:.1f} s", flush=True)
-        fhir_dir = root / "synth" / "fhir"
-        results = [
-            run("sqlite", "sqlite", f"sqlite:///{root / 'sqlite' / 'clinhub.db'}", fhir_dir, root / "sqlite")
-        ]
+        synth_dir = args.synth_dir or root / "synth"
+        if not (synth_dir / "manifest.json").is_file():
+            start = time.perf_counter()
+            generate(synth_dir, patients=args.patients, seed=args.seed)
+            print(f"generated {args.patients:,} patients in {time.perf_counter() - start:.1f} s", flush=True)
+        fhir_dir = synth_dir / "fhir"
+        results = []
+        if not args.no_sqlite:
+            sqlite_url = f"sqlite:///{root / 'sqlite' / 'clinhub.db'}"
+            results.append(run("sqlite", "sqlite", sqlite_url, fhir_dir, root / "sqlite"))
+            print(results[-1], flush=True)
         for label, backend, url in (
             ("postgresql", "postgresql", args.postgres),
             ("mariadb", "mysql", args.mariadb),
@@ -195,6 +203,7 @@ def main() -> None:
             if url:
                 with server_database(url, backend) as database:
                     results.append(run(label, backend, database, fhir_dir, root / label))
+                print(results[-1], flush=True)
         report(results, args.patients)
 
 

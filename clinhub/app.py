@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from clinhub import __version__
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
+from clinhub.fhir.api import router as fhir_router
 from clinhub.hl7.api import router as hl7_router
 from clinhub.hl7.mllp import MLLPServer
 from clinhub.hub import Hub
@@ -21,6 +22,7 @@ from clinhub.platform.jobs import start_inprocess_worker
 from clinhub.platform.logging import RequestContextMiddleware, get_logger
 from clinhub.platform.logging import configure as configure_logging
 from clinhub.platform.metrics import MetricsMiddleware, render
+from clinhub.quality.api import router as quality_router
 from clinhub.views.api import router as views_router
 
 log = get_logger("clinhub.api")
@@ -101,4 +103,6 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(platform_router)
     app.include_router(views_router)
     app.include_router(hl7_router)
+    app.include_router(fhir_router)  # after views_router: /fhir/ViewDefinition is the views'
+    app.include_router(quality_router)
     return app

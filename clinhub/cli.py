@@ -15,6 +15,7 @@ from rich.table import Table
 from clinhub import __version__
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
+from clinhub.fhir.cli import app as fhir_app
 from clinhub.hl7.cli import app as hl7_app
 from clinhub.hub import Hub
 from clinhub.platform.backup_cli import app as backup_app
@@ -22,6 +23,7 @@ from clinhub.platform.cli import audit_app, keys_app, users_app
 from clinhub.platform.jobs_cli import app as jobs_app
 from clinhub.platform.jobs_cli import worker_command
 from clinhub.platform.perf_cli import app as perf_app
+from clinhub.quality.cli import app as quality_app
 from clinhub.store.cli import app as db_app
 from clinhub.synth.cli import synth_command
 from clinhub.views.cli import app as views_app
@@ -42,6 +44,8 @@ app.add_typer(hl7_app, name="hl7")
 app.add_typer(backup_app, name="backup")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(perf_app, name="perf")
+app.add_typer(fhir_app, name="fhir")
+app.add_typer(quality_app, name="quality")
 app.command("synth")(synth_command)
 app.command("worker")(worker_command)
 console = Console()

@@ -106,7 +106,12 @@ _KINDS: dict[str, JobKind] = {}
 
 # Modules that register job kinds of their own with @job_kind; imported on first use of the registry,
 # so a worker knows every kind without the platform importing the domains at load time.
-KIND_MODULES: tuple[str, ...] = ("clinhub.platform.backup_jobs", "clinhub.views.export")
+KIND_MODULES: tuple[str, ...] = (
+    "clinhub.platform.backup_jobs",
+    "clinhub.views.export",
+    "clinhub.fhir.jobs",
+    "clinhub.quality.jobs",
+)
 _loaded = False
 
 

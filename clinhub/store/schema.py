@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -100,6 +101,96 @@ fhir_resource_history = Table(
     Column("resource", Json, nullable=False),
     PrimaryKeyConstraint("resource_type", "id", "version_id"),
     Index(None, "last_updated"),
+)
+
+# ---------------------------------------------------------------- FHIR search index
+# One table per kind of search parameter (HAPI's layout), kept in step with fhir_resource by the writers in
+# the same transaction: a current, not deleted resource has exactly the rows its parameters extract
+# (clinhub/fhir/index.py); a deleted one has none. `param` is the stored parameter name; every table has a
+# lookup index for searching and a (resource_type, resource_id) index for replacing a resource's rows.
+# Long values are cut to the column's size on write and on search alike (MariaDB caps an index at 3072 B).
+fhir_search_token = Table(
+    "fhir_search_token",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("system", String(255)),
+    Column("code", String(255), nullable=False),
+    Index("ix_fhir_search_token_lookup", "resource_type", "param", "code", "resource_id"),
+    Index("ix_fhir_search_token_resource", "resource_type", "resource_id"),
+)
+
+fhir_search_string = Table(
+    "fhir_search_string",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    # lower case, accents removed: what the default (starts-with) and :contains searches compare
+    Column("value_norm", String(255), nullable=False),
+    Column("value_exact", String(255), nullable=False),
+    Index("ix_fhir_search_string_lookup", "resource_type", "param", "value_norm"),
+    Index("ix_fhir_search_string_resource", "resource_type", "resource_id"),
+)
+
+fhir_search_date = Table(
+    "fhir_search_date",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    # the value as a UTC range, both ends inclusive (a day is 00:00:00 to 23:59:59.999999)
+    Column("low", Timestamp, nullable=False),
+    Column("high", Timestamp, nullable=False),
+    # wider than a day: a range search scans few of these, and bounds `low` tightly for the rest
+    Column("wide", Boolean, nullable=False),
+    Index("ix_fhir_search_date_lookup", "resource_type", "param", "wide", "low"),
+    Index("ix_fhir_search_date_resource", "resource_type", "resource_id"),
+)
+
+fhir_search_reference = Table(
+    "fhir_search_reference",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("target_type", String(64), nullable=False),
+    Column("target_id", String(64), nullable=False),
+    Index("ix_fhir_search_reference_lookup", "resource_type", "param", "target_id", "resource_id"),
+    Index("ix_fhir_search_reference_resource", "resource_type", "resource_id"),
+)
+
+fhir_search_quantity = Table(
+    "fhir_search_quantity",
+    metadata,
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("param", String(64), nullable=False),
+    Column("value", Double, nullable=False),
+    Column("system", String(255)),
+    Column("code", String(64)),
+    Index("ix_fhir_search_quantity_lookup", "resource_type", "param", "value"),
+    Index("ix_fhir_search_quantity_resource", "resource_type", "resource_id"),
+)
+
+SEARCH_TABLES = (
+    fhir_search_token,
+    fhir_search_string,
+    fhir_search_date,
+    fhir_search_reference,
+    fhir_search_quantity,
+)
+
+# Incremental pulls from external FHIR servers: per source and type, the newest meta.lastUpdated seen.
+fhir_pull_state = Table(
+    "fhir_pull_state",
+    metadata,
+    Column("source", String(255), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("high_water", String(40), nullable=False),
+    Column("pulled_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("source", "resource_type"),
 )
 
 # ---------------------------------------------------------------- provider directory
@@ -248,3 +339,47 @@ backup = Table(
 )
 
 DIRECTORY_TABLES = (provider, facility, affiliation, activity)
+
+# ---------------------------------------------------------------- data quality (clinhub/quality)
+# One row per run of a rule set, with its scores; one row per check of a run, with a sample of failing
+# rows. Trend and diff between runs are read from these; migration 0003.
+quality_run = Table(
+    "quality_run",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ruleset", String(100), nullable=False),
+    Column("started_at", Timestamp, nullable=False),
+    Column("finished_at", Timestamp, nullable=False),
+    Column("as_of", Date, nullable=False),
+    Column("created_by", String(150)),
+    Column("checks", Integer, nullable=False),
+    Column("passed", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("not_applicable", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("overall", Double),
+    Column("grade", String(2)),
+    Column("percent_passed", Double),
+    Column("scores", Json, nullable=False),
+    Index(None, "ruleset", "started_at"),
+)
+
+quality_check_result = Table(
+    "quality_check_result",
+    metadata,
+    Column("run_id", String(36), ForeignKey("quality_run.id", ondelete="CASCADE"), nullable=False),
+    Column("check_id", String(100), nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("subcategory", String(16), nullable=False),
+    Column("dimension", String(16), nullable=False),
+    Column("severity", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("rows_checked", BigInteger, nullable=False),
+    Column("rows_failed", BigInteger, nullable=False),
+    Column("percent_failed", Double, nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("error", Text),
+    Column("sample", Json),
+    Column("seconds", Double, nullable=False),
+    PrimaryKeyConstraint("run_id", "check_id"),
+)

@@ -68,6 +68,32 @@ def _new_key(store) -> str:
     return f"/admin/keys/{key_id}"
 
 
+def _fhir_stored(store, resource: dict) -> dict:
+    """Store a FHIR resource as it is (FHIR routes' examples)."""
+    from clinhub.store import put_resources
+
+    put_resources(store, [resource])
+    return resource
+
+
+def _fhir_finished_export(store) -> str:
+    """A succeeded fhir.export job of the granted role, its file in place; returns the file's path."""
+    from pathlib import Path
+
+    from clinhub.fhir.export import export
+    from clinhub.fhir.jobs import export_dir
+    from clinhub.platform.jobs import _set
+
+    job_id = new_job(store, "fhir.export", {"level": "system"}, "integration_engineer")
+    _fhir_stored(store, {"resourceType": "Patient", "id": "matrix-patient"})
+    result = export(store, export_dir(Path(store.url.database).parent, job_id), types=["Patient"])
+    _set(store, job_id, "queued", status="succeeded", result=result.as_dict(), done=True)
+    return f"/fhir/$export-file/{job_id}/Patient.ndjson"
+
+
+_FHIR_PATIENT = {"resourceType": "Patient", "id": "matrix-patient", "gender": "female"}
+
+
 #: (method, path template) -> a function of the store giving (url, json body) for a valid request
 EXAMPLES: dict[tuple[str, str], Callable] = {
     ("POST", "/admin/users"): lambda s: (
@@ -163,6 +189,53 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
     ),
     ("GET", "/fhir/ViewDefinition/$viewdefinition-export/{export_id}/{file_name}"): lambda s: (
         f"{_EXPORTS}{_export(s, run=True)}/ids.csv",
+        None,
+    ),
+    # quality: the POST runs the rule set now (empty directory: checks not applicable); "latest" is that run
+    ("POST", "/quality/runs"): lambda s: ("/quality/runs?wait=true", {"ruleset": "directory"}),
+    ("GET", "/quality/runs/{run_id}"): lambda s: ("/quality/runs/latest", None),
+    ("GET", "/quality/runs/{run_id}/report"): lambda s: ("/quality/runs/latest/report", None),
+    ("GET", "/quality/runs/{run_id}/diff"): lambda s: ("/quality/runs/latest/diff", None),
+    # FHIR REST API (clinhub/fhir/api.py)
+    ("POST", "/fhir"): lambda s: ("/fhir", {"resourceType": "Bundle", "type": "batch", "entry": []}),
+    ("GET", "/fhir/Group/{group_id}/$export"): lambda s: (
+        "/fhir/Group/"
+        + _fhir_stored(s, {"resourceType": "Group", "id": "mx-group", "type": "person", "actual": True})["id"]
+        + "/$export",
+        None,
+    ),
+    ("GET", "/fhir/$export-status/{job_id}"): lambda s: (
+        "/fhir/$export-status/" + new_job(s, "fhir.export", {"level": "system"}, "integration_engineer"),
+        None,
+    ),
+    ("DELETE", "/fhir/$export-status/{job_id}"): lambda s: (
+        "/fhir/$export-status/" + new_job(s, "fhir.export", {"level": "system"}, "integration_engineer"),
+        None,
+    ),
+    ("GET", "/fhir/$export-file/{job_id}/{file_name}"): lambda s: (_fhir_finished_export(s), None),
+    ("GET", "/fhir/{resource_type}"): lambda s: ("/fhir/Patient", None),
+    ("POST", "/fhir/{resource_type}/_search"): lambda s: ("/fhir/Patient/_search", None),
+    ("POST", "/fhir/{resource_type}"): lambda s: ("/fhir/Patient", {"resourceType": "Patient"}),
+    ("PUT", "/fhir/{resource_type}"): lambda s: (
+        "/fhir/Patient?identifier=urn:matrix|1",
+        {"resourceType": "Patient", "identifier": [{"system": "urn:matrix", "value": "1"}]},
+    ),
+    ("GET", "/fhir/{resource_type}/_history"): lambda s: ("/fhir/Patient/_history", None),
+    ("GET", "/fhir/{resource_type}/{resource_id}"): lambda s: (
+        "/fhir/Patient/" + _fhir_stored(s, _FHIR_PATIENT)["id"],
+        None,
+    ),
+    ("PUT", "/fhir/{resource_type}/{resource_id}"): lambda s: ("/fhir/Patient/matrix-patient", _FHIR_PATIENT),
+    ("DELETE", "/fhir/{resource_type}/{resource_id}"): lambda s: (
+        "/fhir/Patient/" + _fhir_stored(s, _FHIR_PATIENT)["id"],
+        None,
+    ),
+    ("GET", "/fhir/{resource_type}/{resource_id}/_history"): lambda s: (
+        f"/fhir/Patient/{_fhir_stored(s, _FHIR_PATIENT)['id']}/_history",
+        None,
+    ),
+    ("GET", "/fhir/{resource_type}/{resource_id}/_history/{version_id}"): lambda s: (
+        f"/fhir/Patient/{_fhir_stored(s, _FHIR_PATIENT)['id']}/_history/1",
         None,
     ),
 }

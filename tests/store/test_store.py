@@ -186,3 +186,45 @@ def test_unreachable_store_is_reported_without_secrets() -> None:
 def test_bad_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         create_store_engine("nonsense://")
+
+
+def test_search_index_follows_writes_deletes_and_reindex(store) -> None:
+    from clinhub.store.resources import delete_resource, reindex, write_resource
+    from clinhub.store.schema import SEARCH_TABLES, fhir_search_date, fhir_search_token
+
+    def rows(table) -> list[tuple]:
+        with store.connect() as conn:
+            found = conn.execute(select(table).where(table.c.resource_id == "p1"))
+            return sorted((tuple(r)[2:] for r in found), key=repr)
+
+    patient = {
+        "resourceType": "Patient",
+        "id": "p1",
+        "gender": "female",
+        "birthDate": "1980-05-06",
+        "identifier": [{"system": "urn:mrn", "value": "1"}, {"value": "2"}],
+    }
+    put_resources(store, [patient])
+    assert rows(fhir_search_token) == [
+        ("gender", "http://hl7.org/fhir/administrative-gender", "female"),
+        ("identifier", "urn:mrn", "1"),
+        ("identifier", None, "2"),
+    ]
+    [(param, low, high, wide)] = rows(fhir_search_date)
+    assert (param, wide) == ("birthdate", False)
+    assert (low.year, low.month, low.day, low.hour) == (1980, 5, 6, 0)
+    assert (high.day, high.hour, high.minute, high.microsecond) == (6, 23, 59, 999999)
+
+    with store.begin() as conn:
+        write_resource(conn, {**patient, "gender": "male", "identifier": []})
+    assert rows(fhir_search_token) == [("gender", "http://hl7.org/fhir/administrative-gender", "male")]
+    with store.begin() as conn:
+        assert delete_resource(conn, "Patient", "p1") == 3
+    assert all(rows(table) == [] for table in SEARCH_TABLES)
+
+    put_resources(store, [{**patient, "id": "p2"}])
+    with store.begin() as conn:
+        conn.execute(fhir_search_token.delete())
+    assert reindex(store) == 1
+    with store.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(fhir_search_token)).scalar_one() == 3
