@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import ssl
 import time
 from collections import Counter as Tally
@@ -20,9 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import Gauge, Histogram
 
+from clinhub.config import Settings
 from clinhub.errors import ConfigError, InvalidInput
 from clinhub.hl7 import messages
 from clinhub.hl7.message import nak_for_unparseable, parse, split_batch
@@ -196,6 +199,8 @@ class MLLPServer:
         self.process_interval = process_interval
         self._server: asyncio.Server | None = None
         self._processor: asyncio.Task | None = None
+        self._mapper: multiprocessing.process.BaseProcess | None = None
+        self._mapper_stop = None
         self._connections: set[asyncio.Task] = set()
 
     async def start(self) -> MLLPServer:
@@ -205,7 +210,18 @@ class MLLPServer:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.process:
-            self._processor = asyncio.get_running_loop().create_task(self._process_loop(), name="hl7-mapper")
+            # mapping is CPU-bound Python: in a process of its own it takes neither the GIL nor the event
+            # loop from the listener, which only shares the store with it
+            context = multiprocessing.get_context("spawn")
+            self._mapper_stop = context.Event()
+            self._mapper = context.Process(
+                target=map_forever,
+                args=(self.hub.settings, self._mapper_stop, self.process_interval),
+                name="clinhub-hl7-mapper",
+                daemon=True,
+            )
+            self._mapper.start()
+        self._processor = asyncio.get_running_loop().create_task(self._watch_backlog(), name="hl7-backlog")
         log.info("mllp listening", host=self.host, port=self.port, tls=self.ssl_context is not None)
         return self
 
@@ -225,6 +241,11 @@ class MLLPServer:
             self._processor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._processor
+        if self._mapper is not None:
+            self._mapper_stop.set()
+            await asyncio.get_running_loop().run_in_executor(None, self._mapper.join, 30)
+            if self._mapper.is_alive():
+                self._mapper.terminate()
         log.info("mllp stopped", port=self.port)
 
     async def serve_forever(self) -> None:
@@ -234,21 +255,16 @@ class MLLPServer:
         finally:
             await self.stop()
 
-    async def _process_loop(self) -> None:
-        """Map stored messages to FHIR behind the listener, so ACKs never wait for mapping."""
+    async def _watch_backlog(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                result = await loop.run_in_executor(None, messages.process_pending, self.hub.store, 2000)
-                backlog = await loop.run_in_executor(None, messages.pending_count, self.hub.store)
-                BACKLOG.set(backlog)
-                if result.processed + result.errors == 0:
-                    await asyncio.sleep(self.process_interval)
+                BACKLOG.set(await loop.run_in_executor(None, messages.pending_count, self.hub.store))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.error("hl7 mapping pass failed", error=type(exc).__name__)
-                await asyncio.sleep(max(self.process_interval, 1.0))
+                log.warning("hl7 backlog unknown", error=type(exc).__name__)
+            await asyncio.sleep(5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -312,6 +328,23 @@ class MLLPServer:
             if acks.empty():
                 await writer.drain()
             ACK_SECONDS.observe(time.perf_counter() - pending.started)
+
+
+MAPPING_BATCH = 500  # messages per mapping transaction: short enough not to hold up the listener's commits
+
+
+def map_forever(settings: Settings, stop: Any, interval: float = 0.2) -> None:
+    """Map stored messages to FHIR until `stop` is set (the listener's mapper process runs this)."""
+    with Hub(settings) as hub:
+        while not stop.is_set():
+            try:
+                result = messages.process_pending(hub.store, MAPPING_BATCH)
+            except Exception as exc:
+                log.error("hl7 mapping pass failed", error=type(exc).__name__)
+                stop.wait(max(interval, 1.0))
+                continue
+            if result.processed + result.errors == 0:
+                stop.wait(interval)
 
 
 def _not_stored(data: bytes) -> str:

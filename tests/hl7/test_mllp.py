@@ -305,3 +305,20 @@ def test_a_killed_listener_loses_no_acknowledged_message(tmp_path: Path) -> None
         with hub.store.connect() as conn:
             rows = conn.execute(select(func.count(), func.count(hl7_message.c.control_id.distinct()))).one()
         assert tuple(rows) == (total, total)
+
+
+def test_the_listener_maps_behind_its_acks_in_a_process_of_its_own(tmp_path: Path) -> None:
+    with Hub(Settings(data_dir=tmp_path, _env_file=None)) as hub:
+        hub.migrate()
+        running, thread = _start(hub, process=True, process_interval=0.1)
+        try:
+            result = asyncio.run(send_messages("127.0.0.1", running.port, [adt(f"M{i}") for i in range(5)]))
+            assert result.codes == {"AA": 5}
+            assert running.server._mapper is not None and running.server._mapper.is_alive()
+            deadline = time.monotonic() + 60
+            while messages.pending_count(hub.store) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert messages.counts(hub.store) == {"processed": 5}
+        finally:
+            _stop(running, thread)
+        assert not running.server._mapper.is_alive()  # stopped with the listener
