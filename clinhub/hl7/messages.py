@@ -72,10 +72,6 @@ def _text(data: bytes | str) -> str:
         return data.decode("latin-1")
 
 
-def _clip(value: str, limit: int) -> str:
-    return value[:limit]
-
-
 def _incoming(data: bytes | str, received_at: datetime, channel: str) -> _Incoming:
     try:
         message = parse(data)
@@ -107,14 +103,14 @@ def _incoming(data: bytes | str, received_at: datetime, channel: str) -> _Incomi
         {
             "received_at": received_at,
             "channel": channel,
-            "sending_application": _clip(message.sending_application, 180),
-            "sending_facility": _clip(message.sending_facility, 180),
-            "receiving_application": _clip(message.receiving_application, 180),
-            "receiving_facility": _clip(message.receiving_facility, 180),
-            "message_type": _clip(message.message_type, 16),
-            "trigger_event": _clip(message.trigger_event, 16),
-            "control_id": _clip(message.control_id, 199),
-            "version": _clip(message.version, 16),
+            "sending_application": message.sending_application[:180],
+            "sending_facility": message.sending_facility[:180],
+            "receiving_application": message.receiving_application[:180],
+            "receiving_facility": message.receiving_facility[:180],
+            "message_type": message.message_type[:16],
+            "trigger_event": message.trigger_event[:16],
+            "control_id": message.control_id[:199],
+            "version": message.version[:16],
             "raw": raw,
             "status": "received",
             "ack_code": "AA",

@@ -26,9 +26,9 @@ from typing import Any
 from prometheus_client import Gauge, Histogram
 
 from clinhub.config import Settings
-from clinhub.errors import ConfigError, InvalidInput
+from clinhub.errors import ConfigError, InvalidInput, StoreUnavailable
 from clinhub.hl7 import messages
-from clinhub.hl7.message import nak_for_unparseable, parse, split_batch
+from clinhub.hl7.message import ack, nak_for_unparseable, parse, split_batch
 from clinhub.hub import Hub
 from clinhub.platform.logging import get_logger
 
@@ -348,9 +348,6 @@ def map_forever(settings: Settings, stop: Any, interval: float = 0.2) -> None:
 
 
 def _not_stored(data: bytes) -> str:
-    from clinhub.errors import StoreUnavailable
-    from clinhub.hl7.message import ack
-
     reason = StoreUnavailable("the message store is unavailable; send the message again later")
     try:
         return ack(parse(data), "AE", error=reason, error_code="207").encode()

@@ -564,6 +564,13 @@ class _Mapper:
         self.resources.setdefault(key, resource)
         return self.resources[key]
 
+    def need_patient(self, seg: Segment) -> None:
+        """MappingError unless a PID came before `seg` (a result or order for nobody cannot be mapped)."""
+        if self.patient is None:
+            raise MappingError(
+                f"{seg.name} without a PID before it", error_code="100", location=self.where(seg)
+            )
+
     def where(self, seg: Segment, field: int | None = None) -> str:
         number = self.counts.get(seg.name, 1)
         place = seg.name if number == 1 else f"{seg.name}[{number}]"
@@ -712,8 +719,7 @@ class _Mapper:
 
     def mrg(self, seg: Segment) -> None:
         """A40: the prior patient (MRG-1) is replaced by the current one (PID)."""
-        if self.patient is None:
-            raise MappingError("MRG without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         identifiers = [found for rep in range(1, seg.count(1) + 1) if (found := _cx(seg, 1, rep))]
         if not identifiers:
             raise MappingError(
@@ -741,8 +747,7 @@ class _Mapper:
     def pv1(self, seg: Segment) -> None:
         if self.event in _PERSON_ONLY and self.msg.message_type == "ADT":
             return
-        if self.patient is None:
-            raise MappingError("PV1 without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         visit = _cx(seg, 19, 1)
         start = self.datetime(seg, 44)
         end = self.datetime(seg, 45)
@@ -807,8 +812,7 @@ class _Mapper:
         self.resources[("Encounter", rid)] = _clean(encounter)
 
     def dg1(self, seg: Segment) -> None:
-        if self.patient is None:
-            raise MappingError("DG1 without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         code = _cwe(seg, 3) or (_clean({"text": _text(seg.value(4))}) or None)
         if code is None:
             return
@@ -864,8 +868,7 @@ class _Mapper:
             self.conditions.append((self.encounter, rid))
 
     def al1(self, seg: Segment) -> None:
-        if self.patient is None:
-            raise MappingError("AL1 without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         code = _cwe(seg, 3)
         if code is None:
             return
@@ -934,8 +937,7 @@ class _Mapper:
             self.service_request(seg)
 
     def report_from(self, seg: Segment) -> None:
-        if self.patient is None:
-            raise MappingError("OBR without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         code = _cwe(seg, 4)
         if code is None:
             raise MappingError(
@@ -973,8 +975,7 @@ class _Mapper:
         return value if "T" in value else ""
 
     def obx(self, seg: Segment) -> None:
-        if self.patient is None:
-            raise MappingError("OBX without a PID before it", error_code="100", location=self.where(seg))
+        self.need_patient(seg)
         code = _cwe(seg, 3)
         if code is None:
             raise MappingError(
@@ -1076,10 +1077,7 @@ class _Mapper:
         anchor = obr or orc
         if anchor is None:
             return
-        if self.patient is None:
-            raise MappingError(
-                f"{anchor.name} without a PID before it", error_code="100", location=self.where(anchor)
-            )
+        self.need_patient(anchor)
         identifiers, key = self.order_identifiers(
             (orc, 2, "PLAC"), (obr, 2, "PLAC"), (orc, 3, "FILL"), (obr, 3, "FILL")
         )
@@ -1120,10 +1118,7 @@ class _Mapper:
     def medication_request(self, seg: Segment) -> None:
         """A MedicationRequest from the current ORC and its RXE (RDE) or RXO (ORM)."""
         give, amount, units, instructions, dispensed, dispense_units, refills = _MEDICATION_FIELDS[seg.name]
-        if self.patient is None:
-            raise MappingError(
-                f"{seg.name} without a PID before it", error_code="100", location=self.where(seg)
-            )
+        self.need_patient(seg)
         medication = _cwe(seg, give)
         if medication is None:
             where = self.where(seg, give)
