@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
 from clinhub.hl7.message import Message, ParseError, ack_text, local_now, nak_for_unparseable, parse
 from clinhub.platform.logging import get_logger
-from clinhub.store.resources import put_resources
+from clinhub.store.resources import current_many, put_resources
 from clinhub.store.schema import hl7_message, hl7_message_resource
 
 log = get_logger("clinhub.hl7")
@@ -212,21 +212,53 @@ def _reason(exc: BaseException) -> str:
     return f"mapping failed: {type(exc).__name__}"
 
 
+def _lay_over_known(engine: Engine, mapped: list[tuple[list[dict], set[tuple[str, str]]]]) -> list[dict]:
+    """The resources of each message in order (its resources and the keys of those it knows only in
+    part), each partial one laid over the version known before it: an earlier message's in this batch,
+    else the store's."""
+    from clinhub.hl7.to_fhir import merge_partial
+
+    wanted: dict[str, set[str]] = {}
+    for _, partial in mapped:
+        for resource_type, resource_id in partial:
+            wanted.setdefault(resource_type, set()).add(resource_id)
+    known: dict[tuple[str, str], dict] = {}
+    if wanted:
+        with engine.connect() as conn:
+            for resource_type, ids in wanted.items():
+                for rid, stored in current_many(conn, resource_type, sorted(ids)).items():
+                    known[(resource_type, rid)] = stored
+    out = []
+    for resources, partial in mapped:
+        for resource in resources:
+            key = (resource["resourceType"], resource["id"])
+            if key in partial and key in known:
+                resource = merge_partial(resource, known[key])
+            if wanted:
+                known[key] = resource
+            out.append(resource)
+    return out
+
+
 def _map_rows(engine: Engine, rows: Sequence, done_status: str) -> ProcessResult:
     from clinhub.hl7.to_fhir import to_fhir  # the mapping is the heaviest import; accepting needs none
 
     result = ProcessResult()
     mapped: list[tuple[int, str, str, list[dict]]] = []
     failed: list[tuple[int, str, str, str]] = []
+    partials: list[set[tuple[str, str]]] = []
     for row in rows:
+        partial: set[tuple[str, str]] = set()
         try:
-            resources = to_fhir(parse(row.raw))
+            resources = to_fhir(parse(row.raw), partial=partial)
         except Exception as exc:
             failed.append((row.id, row.message_type, row.trigger_event, _reason(exc)))
             continue
         mapped.append((row.id, row.message_type, row.trigger_event, resources))
+        partials.append(partial)
     try:
-        put_resources(engine, [resource for *_, resources in mapped for resource in resources])
+        by_message = [(m[3], partial) for m, partial in zip(mapped, partials, strict=True)]
+        put_resources(engine, _lay_over_known(engine, by_message))
     except Exception:
         if len(mapped) == 1:
             row_id, message_type, trigger, _ = mapped[0]

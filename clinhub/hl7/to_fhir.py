@@ -557,6 +557,8 @@ class _Mapper:
         self.order_status: str = ""
         self.medication: dict | None = None
         self.conditions: list[tuple[str, str]] = []
+        #: resources this message knows only in part, laid over their stored version (merge_partial)
+        self.partial: set[tuple[str, str]] = set()
 
     # -- helpers --------------------------------------------------------------------------------
     def add(self, resource: dict) -> dict:
@@ -736,6 +738,8 @@ class _Mapper:
             )
         survivor = self.resources[("Patient", self.patient)]
         survivor.setdefault("link", []).append({"other": {"reference": f"Patient/{old}"}, "type": "replaces"})
+        # what the store knows of the old patient (name, birth date, ...) stays: only its status and link
+        self.partial.add(("Patient", old))
         self.resources[("Patient", old)] = {
             "resourceType": "Patient",
             "id": old,
@@ -758,6 +762,9 @@ class _Mapper:
         else:
             rid = _rid("Encounter", self.patient_key, self.msg.sending_facility, self.msg.control_id)
         self.encounter = rid
+        if self.msg.message_type != "ADT":
+            # a result or an order names the visit but does not manage it: a discharged visit stays so
+            self.partial.add(("Encounter", rid))
         patient_class = _code(seg.value(2, 1, 1, 1)).upper()
         act = _ENCOUNTER_CLASS.get(patient_class)
         if act:
@@ -1263,19 +1270,43 @@ def _handlers(mapper: _Mapper, msg: Message) -> dict[str, Callable[[Segment], No
     raise MappingError(f"{name} is not mapped to FHIR", error_code=error_code, location="MSH-9")
 
 
-def to_fhir(msg: Message, *, default_timezone: str = "Z") -> list[dict]:
+def merge_partial(partial: dict, known: dict) -> dict:
+    """A resource a message knows only in part (see `to_fhir`'s `partial`) laid over the version already
+    known: the known elements win and the message fills the rest, except `active` (a merge retires
+    the old patient), which the message sets, and `link`, which both contribute to."""
+    merged = {key: value for key, value in known.items() if key != "meta"}
+    for key, value in partial.items():
+        merged.setdefault(key, value)
+    if "active" in partial:
+        merged["active"] = partial["active"]
+    if "link" in partial:
+        links = list(known.get("link", []))
+        merged["link"] = links + [link for link in partial["link"] if link not in links]
+    return merged
+
+
+def to_fhir(
+    msg: Message, *, default_timezone: str = "Z", partial: set[tuple[str, str]] | None = None
+) -> list[dict]:
     """The FHIR R4 resources (dicts with resourceType and a deterministic id) `msg` maps to.
 
     ADT A01/A02/A03/A04/A05/A06/A07/A08/A11/A13 -> Patient, Encounter (+ Practitioner, Location),
     Condition (DG1), AllergyIntolerance (AL1); A28/A31 -> Patient; A40 -> the surviving Patient
     (link replaces) and the old one (inactive, link replaced-by); ORU^R01 -> DiagnosticReport and
     Observation; ORM^O01, OML^O21 -> ServiceRequest; RDE^O11/O25 -> MedicationRequest.
-    Times without an offset take MSH-7's, else `default_timezone`. Raises MappingError (with a reason,
+    Times without an offset take MSH-7's, else `default_timezone`. When `partial` is a set, the keys
+    (type, id) of the resources the message knows only in part are added to it: the old patient of an
+    A40, and the visit a result or order names in its PV1. Store those through `merge_partial` over
+    their current version, so an A40 does not blank the old patient's demographics and a late result
+    does not reopen a discharged visit. Raises MappingError (with a reason,
     an HL7 error code and a location) for a message type not mapped or content that cannot be mapped.
     """
     try:
         mapper = _Mapper(msg, default_timezone)
-        return mapper.run(_handlers(mapper, msg))
+        resources = mapper.run(_handlers(mapper, msg))
+        if partial is not None:
+            partial.update(mapper.partial)
+        return resources
     except ClinhubError:
         raise
     except ValueError as error:  # a bad default_timezone or MSH-7 offset
@@ -1284,4 +1315,12 @@ def to_fhir(msg: Message, *, default_timezone: str = "Z") -> list[dict]:
         raise MappingError(f"cannot map this message ({type(error).__name__})", error_code="207") from None
 
 
-__all__ = ["CODING_SYSTEMS", "MappingError", "fhir_date", "fhir_datetime", "fhir_instant", "to_fhir"]
+__all__ = [
+    "CODING_SYSTEMS",
+    "MappingError",
+    "fhir_date",
+    "fhir_datetime",
+    "fhir_instant",
+    "merge_partial",
+    "to_fhir",
+]

@@ -357,6 +357,16 @@ def current(conn: Connection, resource_type: str, resource_id: str) -> Current |
     return Current(version, deleted, resource if isinstance(resource, dict) else orjson.loads(resource))
 
 
+def current_many(conn: Connection, resource_type: str, ids: list[str]) -> dict[str, dict]:
+    """id -> the current (not deleted) version of each of `ids` that is stored, in one lookup."""
+    found = _Driver(conn.dialect).existing(conn, resource_type, ids)
+    return {
+        rid: resource if isinstance(resource, dict) else orjson.loads(resource)
+        for rid, (_, deleted, resource) in found.items()
+        if not deleted
+    }
+
+
 def write_resource(conn: Connection, resource: dict, *, if_match: int | None = None) -> tuple[dict, str]:
     """Store `resource` as the next version of its (type, id) in the caller's transaction.
 

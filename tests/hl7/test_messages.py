@@ -103,6 +103,92 @@ def test_mapping_links_resources_and_updates_the_same_patient(hub: Hub) -> None:
     assert resource["name"][0]["family"] == "SMITH" and stored.version_id == 2  # the A08 updated it
 
 
+def _stored(hub: Hub, resource_type: str) -> list[dict]:
+    with hub.store.connect() as conn:
+        rows = conn.execute(
+            select(fhir_resource.c.resource).where(fhir_resource.c.resource_type == resource_type)
+        ).all()
+    return [r.resource if isinstance(r.resource, dict) else orjson.loads(r.resource) for r in rows]
+
+
+def pv1_visit(**fields: str) -> str:
+    """A PV1 with visit number V100 (PV1-19) and the given fields (PV1-44="2026...")."""
+    values = {2: "I", 3: "W1^101^A", 19: "V100^^^NORTH^VN"} | {int(k[1:]): v for k, v in fields.items()}
+    return "PV1|1|" + "|".join(values.get(n, "") for n in range(2, max(values) + 1))
+
+
+def visit_adt(control_id: str, trigger: str, **pv1: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EPIC|NORTH|HUB|HOSP|20260301101500||ADT^{trigger}^ADT_A01|{control_id}|P|2.5.1",
+            f"EVN|{trigger}|20260301101500",
+            "PID|1||MRN1^^^NORTH^MR||DOE^JANE||19800101|F",
+            pv1_visit(**pv1),
+        ]
+    )
+
+
+def oru(control_id: str, *, mrn: str = "MRN1") -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LAB|NORTH|HUB|HOSP|20260302101500||ORU^R01^ORU_R01|{control_id}|P|2.5.1",
+            f"PID|1||{mrn}^^^NORTH^MR||DOE^JANE||19800101|F",
+            pv1_visit(),
+            "OBR|1||F1|CBC^Blood count|||20260302090000",
+            "OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL|||||F",
+        ]
+    )
+
+
+def test_a40_keeps_what_is_known_of_the_old_patient(hub: Hub) -> None:
+    messages.accept(hub.store, [(adt("P1", mrn="777", family="OLDNAME"), _now())])
+    messages.process_pending(hub.store)
+    merge = "\r".join(
+        [
+            "MSH|^~\\&|EPIC|NORTH|HUB|HOSP|20260301111500||ADT^A40^ADT_A39|P2|P|2.5.1",
+            "EVN|A40|20260301111500",
+            "PID|1||MRN1^^^NORTH^MR||DOE^JANE||19800101|F",
+            "MRG|777^^^NORTH^MR",
+        ]
+    )
+    messages.accept(hub.store, [(merge, _now())])
+    assert messages.process_pending(hub.store).processed == 1
+    by_mrn = {p["identifier"][0]["value"]: p for p in _stored(hub, "Patient")}
+    old, survivor = by_mrn["777"], by_mrn["MRN1"]
+    assert old["active"] is False and old["name"][0]["family"] == "OLDNAME"  # not blanked to a stub
+    assert old["birthDate"] == "1980-01-01" and old["address"][0]["city"] == "Springfield"
+    assert old["link"] == [{"other": {"reference": f"Patient/{survivor['id']}"}, "type": "replaced-by"}]
+    assert survivor["link"] == [{"other": {"reference": f"Patient/{old['id']}"}, "type": "replaces"}]
+
+
+@pytest.mark.parametrize("one_batch", [False, True], ids=["later", "same-batch"])
+def test_a_late_result_does_not_reopen_a_discharged_visit(hub: Hub, one_batch: bool) -> None:
+    discharge = [
+        (visit_adt("V1", "A01", f44="20260301100000"), _now()),
+        (visit_adt("V2", "A03", f44="20260301100000", f45="20260301180000"), _now()),
+    ]
+    if one_batch:
+        messages.accept(hub.store, [*discharge, (oru("V3"), _now())])
+        messages.process_pending(hub.store)
+    else:
+        messages.accept(hub.store, discharge)
+        messages.process_pending(hub.store)
+        assert [e["status"] for e in _stored(hub, "Encounter")] == ["finished"]
+        messages.accept(hub.store, [(oru("V3"), _now())])
+        messages.process_pending(hub.store)
+    (encounter,) = _stored(hub, "Encounter")
+    assert encounter["status"] == "finished" and encounter["period"]["end"].startswith("2026-03-01T18")
+    (observation,) = _stored(hub, "Observation")
+    assert observation["encounter"]["reference"] == f"Encounter/{encounter['id']}"
+
+
+def test_a_result_for_an_unknown_visit_creates_it(hub: Hub) -> None:
+    messages.accept(hub.store, [(oru("W1"), _now())])
+    messages.process_pending(hub.store)
+    (encounter,) = _stored(hub, "Encounter")
+    assert encounter["status"] == "in-progress" and encounter["identifier"][0]["value"] == "V100"
+
+
 def test_mapping_failure_goes_to_the_error_queue_and_replay_retries(hub: Hub) -> None:
     broken = "\r".join(
         [
