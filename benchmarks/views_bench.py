@@ -447,7 +447,8 @@ def report(results: list[Result], sizes: list[int], views: list[str], tools: lis
                 if fastest and clinhub and clinhub.seconds
                 else "-"
             )
-            def vs(base: Result) -> float | None:
+
+            def vs(base: Result, clinhub: Result | None = clinhub) -> float | None:
                 if clinhub and clinhub.seconds and base.seconds:
                     return clinhub.seconds / base.seconds
                 return None

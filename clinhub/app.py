@@ -16,6 +16,7 @@ from clinhub.fhir.api import router as fhir_router
 from clinhub.hl7.api import router as hl7_router
 from clinhub.hl7.mllp import MLLPServer
 from clinhub.hub import Hub
+from clinhub.mentor.api import router as mentor_router
 from clinhub.platform import backup, health
 from clinhub.platform.api import router as platform_router
 from clinhub.platform.jobs import start_inprocess_worker
@@ -105,4 +106,5 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(hl7_router)
     app.include_router(fhir_router)  # after views_router: /fhir/ViewDefinition is the views'
     app.include_router(quality_router)
+    app.include_router(mentor_router)
     return app

@@ -18,6 +18,7 @@ from clinhub.errors import ClinhubError, InvalidInput, NotFound
 from clinhub.fhir.cli import app as fhir_app
 from clinhub.hl7.cli import app as hl7_app
 from clinhub.hub import Hub
+from clinhub.mentor.cli import app as mentor_app
 from clinhub.platform.backup_cli import app as backup_app
 from clinhub.platform.cli import audit_app, keys_app, users_app
 from clinhub.platform.jobs_cli import app as jobs_app
@@ -46,6 +47,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(perf_app, name="perf")
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(quality_app, name="quality")
+app.add_typer(mentor_app, name="mentor")
 app.command("synth")(synth_command)
 app.command("worker")(worker_command)
 console = Console()

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         default=30, ge=0, description="Scheduled backups prune those older than this many days..."
     )
     backup_keep_min: int = Field(default=7, ge=0, description="...always keeping this many newest good ones.")
+    mentor_llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible chat server for the mentor (e.g. http://127.0.0.1:8080/v1); "
+        "unset: templated answers.",
+    )
+    mentor_llm_model: str = Field(default="local-model", description="Model name sent to the LLM server.")
+    mentor_llm_api_key: SecretStr | None = Field(default=None, description="Bearer key for the LLM server.")
+    mentor_llm_timeout_seconds: float = Field(default=60.0, gt=0, description="Timeout of one LLM call.")
+    mentor_history_turns: int = Field(
+        default=10, ge=0, description="Past turns of a conversation sent with a question."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

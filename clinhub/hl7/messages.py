@@ -515,3 +515,16 @@ def counts(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(hl7_message.c.status, func.count()).group_by(hl7_message.c.status))
         return {status: n for status, n in rows}
+
+
+def error_types(engine: Engine, *, limit: int = 5) -> list[dict]:
+    """Messages in the error queue per message type and trigger, most first (no message content)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(hl7_message.c.message_type, hl7_message.c.trigger_event, func.count().label("n"))
+            .where(hl7_message.c.status == "error")
+            .group_by(hl7_message.c.message_type, hl7_message.c.trigger_event)
+            .order_by(func.count().desc())
+            .limit(limit)
+        ).all()
+    return [{"type": f"{r.message_type}^{r.trigger_event}".rstrip("^"), "messages": r.n} for r in rows]

@@ -23,6 +23,7 @@ PUBLIC_PATHS = frozenset(
         "/health/live",
         "/health/ready",
         "/metrics",
+        "/mentor/v2/health",
         "/auth/login",
         "/auth/refresh",
         "/docs",

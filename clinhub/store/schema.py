@@ -383,3 +383,35 @@ quality_check_result = Table(
     Column("seconds", Double, nullable=False),
     PrimaryKeyConstraint("run_id", "check_id"),
 )
+
+#: the mentor's conversations: one per user and session, its turns, and a summary of the older ones
+mentor_conversation = Table(
+    "mentor_conversation",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("username", String(150), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    Column("turns", Integer, nullable=False),
+    Column("summary", Text),
+    Column("summarized_turns", Integer, nullable=False),
+    Index(None, "username", "updated_at"),
+)
+
+mentor_turn = Table(
+    "mentor_turn",
+    metadata,
+    Column(
+        "conversation_id",
+        String(64),
+        ForeignKey("mentor_conversation.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("seq", Integer, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("persona", String(16)),
+    Column("resonance_key", String(64)),
+    Column("created_at", Timestamp, nullable=False),
+    PrimaryKeyConstraint("conversation_id", "seq"),
+)

@@ -92,6 +92,18 @@ def _fhir_finished_export(store) -> str:
 
 
 _FHIR_PATIENT = {"resourceType": "Patient", "id": "matrix-patient", "gender": "female"}
+_MENTOR_ASK = {"text": "hello", "resonance_key": "calm-medium-learning"}
+
+
+def _conversation(store) -> str:
+    """A conversation of the granted role's user (every role may use the mentor: the first but admin)."""
+    from clinhub.mentor import conversations
+
+    session, owner = f"mx-{next(_serial)}", next(role for role in ROLES if role != "admin")
+    conversations.append(
+        store, session, owner, "q", "a", persona="Lua", resonance_key=_MENTOR_ASK["resonance_key"]
+    )
+    return f"/mentor/v2/conversations/{session}"
 
 
 #: (method, path template) -> a function of the store giving (url, json body) for a valid request
@@ -234,6 +246,18 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
         f"/fhir/Patient/{_fhir_stored(s, _FHIR_PATIENT)['id']}/_history",
         None,
     ),
+    ("POST", "/mentor/v2/process"): lambda s: ("/mentor/v2/process", _MENTOR_ASK),
+    ("POST", "/mentor/v2/chat/multi-persona"): lambda s: ("/mentor/v2/chat/multi-persona", _MENTOR_ASK),
+    ("POST", "/mentor/v2/recommend"): lambda s: (
+        "/mentor/v2/recommend",
+        {"resonance_key": "calm-medium-learning"},
+    ),
+    ("POST", "/mentor/v2/bulk-process"): lambda s: ("/mentor/v2/bulk-process", {"items": [_MENTOR_ASK]}),
+    ("POST", "/mentor/v2/cache/clear"): lambda s: ("/mentor/v2/cache/clear", None),
+    ("POST", "/mentor/v2/cache/invalidate"): lambda s: ("/mentor/v2/cache/invalidate?pattern=route:*", None),
+    ("POST", "/mentor/v1/chat"): lambda s: ("/mentor/v1/chat", {"text": "How do quality scores work?"}),
+    ("GET", "/mentor/v2/personas/{name}"): lambda s: ("/mentor/v2/personas/lua", None),
+    ("DELETE", "/mentor/v2/conversations/{session_id}"): lambda s: (_conversation(s), None),
     ("GET", "/fhir/{resource_type}/{resource_id}/_history/{version_id}"): lambda s: (
         f"/fhir/Patient/{_fhir_stored(s, _FHIR_PATIENT)['id']}/_history/1",
         None,
