@@ -57,6 +57,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="HTTP client threads")
     args = parser.parse_args()
 
+    from clinhub.platform.logging import configure
+
+    configure(level="WARNING")  # one line per answer would drown the figures (and slow the loop)
     from clinhub.config import Settings
     from clinhub.hub import Hub
     from clinhub.mentor.engine import Ask, Mentor

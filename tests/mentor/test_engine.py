@@ -69,6 +69,10 @@ def test_an_inferred_key_comes_with_its_confidences(mentor: Mentor) -> None:
     assert answer["metadata"]["key_source"] == "inferred"
     assert inference["resonance_key"] == answer["resonance_key"]
     assert inference["pace"] == "burst" and set(inference["scores"]) == {"tone", "pace", "intent"}
+    again = mentor.process(Ask(text="Ugh!! The lab feed is down AGAIN!\nFix it?!"))
+    assert again["metadata"]["inference"] == inference and again["performance"]["cache_hit"]
+    cached = [k for k in mentor.cache._memory if k.startswith("mentor:infer:")]
+    assert len(cached) == 1  # the text's inference is cached, under a hash, not the text
 
 
 def test_facts_come_from_the_hub_with_the_askers_permissions(mentor: Mentor, hub: Hub) -> None:
