@@ -138,17 +138,7 @@ class Mentor:
         persona = get_persona(ask.persona) if ask.persona else self.personas[routing.primary]
         ROUTED.labels(routing.primary).inc()
         facts = grounding.gather(self.store, ask.text, persona.name, ask.role)
-        summary, history = None, list(ask.history or [])
-        if ask.session_id and ask.user:
-            summary, stored = conversations.history(
-                self.store, ask.session_id, ask.user, turns=self.settings.mentor_history_turns
-            )
-            history = stored + history
-        if summary:
-            history = [
-                {"role": "assistant", "content": f"(Summary of our earlier conversation)\n{summary}"},
-                *history,
-            ]
+        history = self._history(ask)
         answer_key = self._answer_key(ask, persona.name, key, language, facts, history)
         cached = self.cache.get(answer_key) if ask.use_cache else None
         if ask.use_cache:
@@ -168,17 +158,7 @@ class Mentor:
                     {"content": content, "source": source, "label": label, "model": model},
                     ttl=ANSWER_TTL,
                 )
-        if ask.session_id and ask.user:
-            conversations.append(
-                self.store,
-                ask.session_id,
-                ask.user,
-                ask.text,
-                content,
-                persona=persona.name,
-                resonance_key=str(key),
-                summarize=self._summarizer(),
-            )
+        self._remember(ask, content, persona.name, key)
         seconds = time.perf_counter() - start
         PROCESSED.labels(persona.name, source).inc()
         PROCESS_SECONDS.labels(source).observe(seconds)
@@ -220,6 +200,34 @@ class Mentor:
             }
         return response
 
+    def _history(self, ask: Ask) -> list[dict]:
+        """The conversation's stored turns (and the summary of older ones), then the caller's."""
+        summary, history = None, list(ask.history or [])
+        if ask.session_id and ask.user:
+            summary, stored = conversations.history(
+                self.store, ask.session_id, ask.user, turns=self.settings.mentor_history_turns
+            )
+            history = stored + history
+        if summary:
+            history = [
+                {"role": "assistant", "content": f"(Summary of our earlier conversation)\n{summary}"},
+                *history,
+            ]
+        return history
+
+    def _remember(self, ask: Ask, answer: str, persona: str, key: ResonanceKey) -> None:
+        if ask.session_id and ask.user:
+            conversations.append(
+                self.store,
+                ask.session_id,
+                ask.user,
+                ask.text,
+                answer,
+                persona=persona,
+                resonance_key=str(key),
+                summarize=self._summarizer(),
+            )
+
     def stream(self, ask: Ask) -> tuple[dict, Iterator[str]]:
         """The routing head of an answer and an iterator over its text (the LLM's pieces as they come,
         or the templated answer in one piece)."""
@@ -239,11 +247,30 @@ class Mentor:
         }
         if self.backend is None:
             head["label"] = TEMPLATE_LABEL
-            return head, iter([templated_answer(persona, ask.text, key, language=language, facts=facts)])
-        messages = build_messages(
-            persona, ask.text, key, language=language, mode=ask.prompt_mode, history=ask.history, facts=facts
-        )
-        return head, self.backend.stream(messages)
+            pieces: Iterator[str] = iter(
+                [templated_answer(persona, ask.text, key, language=language, facts=facts)]
+            )
+        else:
+            messages = build_messages(
+                persona,
+                ask.text,
+                key,
+                language=language,
+                mode=ask.prompt_mode,
+                history=self._history(ask),
+                facts=facts,
+                max_history=self.settings.mentor_history_turns + 1,
+            )
+            pieces = self.backend.stream(messages)
+
+        def remembered() -> Iterator[str]:
+            said = []
+            for piece in pieces:
+                said.append(piece)
+                yield piece
+            self._remember(ask, "".join(said), persona.name, key)  # only a whole answer is kept
+
+        return head, remembered()
 
     def _answer(self, ask, persona, key, language, history, facts) -> tuple[str, str, str | None, str | None]:
         if self.backend is None:

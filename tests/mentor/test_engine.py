@@ -192,3 +192,20 @@ def test_conversations_are_per_user_and_summarised(tmp_path: Path, store_url: st
             conversations.check_session_id("bad id with spaces")
         conversations.delete_conversation(hub.store, "s-1", "ana")
         assert conversations.list_conversations(hub.store, "ana") == []
+
+
+def test_streaming_from_the_llm_keeps_the_conversation(hub: Hub, llm) -> None:
+    backend = OpenAICompatibleChat(llm.base_url, "m", name=f"stream-{uuid.uuid4().hex[:8]}", attempts=1)
+    mentor = Mentor(hub.store, hub.cache, hub.settings, backend=backend)
+    ask = Ask(text="walk me through a replay", resonance_key=ELRO_KEY, session_id="st-1", user="ana")
+    head, pieces = mentor.stream(ask)
+    assert head["answer_source"] == "llm" and head["persona_used"]
+    text = "".join(pieces)
+    assert text == "You said: WALK ME THROUGH A REPLAY"
+    _, turns = conversations.history(hub.store, "st-1", "ana")
+    assert [t["content"] for t in turns] == ["walk me through a replay", text]
+    head, pieces = mentor.stream(Ask(text="and then?", resonance_key=ELRO_KEY, session_id="st-1", user="ana"))
+    "".join(pieces)
+    sent = [m["content"] for m in llm.bodies[-1]["messages"][1:]]
+    assert sent == ["walk me through a replay", text, "and then?"]  # the stored turns went with it
+    backend.close()
