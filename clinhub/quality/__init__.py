@@ -1,7 +1,7 @@
 """Data quality: declarative checks compiled to DuckDB SQL, rule sets, scores, stored runs, reports."""
 
 from clinhub.quality.checks import Check, RuleSet, load_ruleset, parse_check, parse_ruleset, ruleset_names
-from clinhub.quality.runner import CheckResult, RunResult, failing_rows, run_checks
+from clinhub.quality.runner import CheckResult, RunResult, Snapshot, failing_rows, run_checks
 from clinhub.quality.scores import Scores
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "RuleSet",
     "RunResult",
     "Scores",
+    "Snapshot",
     "failing_rows",
     "load_ruleset",
     "parse_check",

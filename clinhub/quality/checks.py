@@ -44,7 +44,7 @@ CHECK_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "records_per_person": (("person_table", "person_key", "foreign_key"), ("person_where", "min", "max")),
     # plausibility
     "value_range": (("column",), ("min", "max")),
-    "temporal_order": (("earlier", "later"), ("strict",)),
+    "temporal_order": (("earlier", "later"), ("strict", "compare_as")),
     "unique": (("columns",), ("normalise",)),
     "cross_field": (("condition",), ()),
     # anything else
@@ -52,6 +52,9 @@ CHECK_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 REGEX_MODES = ("must_match", "must_not_match")
 NORMALISERS = ("none", "lower_trim")
+#: how temporal_order compares its operands: as they are, or as instants (FHIR date and dateTime text
+#: with or without an offset; a partial date such as `1990` is not an instant and is not compared)
+COMPARE_AS = ("value", "timestamp")
 #: code system -> the regular expression a code of it matches in full
 CODE_SYSTEMS = {
     "npi": r"[0-9]{10}",
@@ -62,7 +65,7 @@ CODE_SYSTEMS = {
     "ucum": r"[!-~]{1,40}",
 }
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
-_TABLE = re.compile(r"(store\.)?[A-Za-z_][A-Za-z0-9_]{0,62}")
+_TABLE = re.compile(r"((store|view)\.)?[A-Za-z_][A-Za-z0-9_]{0,62}")
 _CHECK_ID = re.compile(r"[a-z][a-z0-9_.-]{0,99}")
 _FIELDS = {
     "id",
@@ -145,7 +148,7 @@ def identifier(value: Any, what: str) -> str:
 
 def table_name(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _TABLE.fullmatch(value):
-        raise InvalidInput(f"{what}: not a valid table name (name or store.name): {value!r}")
+        raise InvalidInput(f"{what}: not a valid table name (name, store.name or view.name): {value!r}")
     return value
 
 
@@ -215,6 +218,8 @@ def _params(kind: str, raw: dict, where: str) -> dict[str, Any]:
             p[name] = _choice(value, REGEX_MODES, label)
         elif name == "normalise":
             p[name] = _choice(value, NORMALISERS, label)
+        elif name == "compare_as":
+            p[name] = _choice(value, COMPARE_AS, label)
         elif name == "system":
             p[name] = _choice(value, tuple(CODE_SYSTEMS), label)
         elif name == "data_type":

@@ -19,7 +19,7 @@ from datetime import date
 from clinhub.errors import InvalidInput
 from clinhub.quality.checks import CODE_SYSTEMS, Check, Macro
 
-PLACEHOLDER = re.compile(r"\{(as_of|store\.[A-Za-z_][A-Za-z0-9_]*)\}")
+PLACEHOLDER = re.compile(r"\{(as_of|(?:store|view)\.[A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def literal(value: object) -> str:
@@ -41,7 +41,7 @@ def quote_identifier(name: str) -> str:
 
 @dataclass(frozen=True)
 class Context:
-    """What compiling needs from the run: how `store.x` tables resolve, and the reference date."""
+    """What compiling needs from the run: how `store.x` and `view.x` tables resolve, the reference date."""
 
     resolve: Callable[[str], str]
     as_of: date
@@ -50,7 +50,7 @@ class Context:
         return self.resolve(name)
 
     def expand(self, text: str) -> str:
-        """Replace `{as_of}` and `{store.table}` placeholders in rule-set SQL."""
+        """Replace `{as_of}`, `{store.table}` and `{view.name}` placeholders in rule-set SQL."""
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
@@ -174,6 +174,9 @@ def _value_range(check: Check, ctx: Context) -> str:
 
 def _temporal_order(check: Check, ctx: Context) -> str:
     earlier, later = ctx.operand(check.params["earlier"]), ctx.operand(check.params["later"])
+    if check.params.get("compare_as", "value") == "timestamp":
+        # text such as FHIR's 2024-05-01T10:00:00+02:00 as an instant; what is not one becomes NULL
+        earlier, later = f"TRY_CAST({earlier} AS TIMESTAMPTZ)", f"TRY_CAST({later} AS TIMESTAMPTZ)"
     op = ">=" if check.params.get("strict") else ">"
     present = f"{earlier} IS NOT NULL AND {later} IS NOT NULL"
     return f"{present} AND {earlier} {op} {later}"

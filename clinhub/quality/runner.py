@@ -1,4 +1,4 @@
-"""Running checks: snapshot the store tables they read, run their SQL concurrently, score the results."""
+"""Running checks: snapshot the store tables and views they read, run their SQL concurrently, score them."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from clinhub.engine import AnalyticEngine
 from clinhub.quality.checks import Check, Macro, RuleSet
 from clinhub.quality.compiler import PLACEHOLDER, CompiledCheck, Context, compile_check, macro_sql
 from clinhub.quality.scores import Scores, score
+from clinhub.views import library
+from clinhub.views.runner import view_query
 
 STATUSES = ("passed", "failed", "not_applicable", "error")
 SAMPLE_ROWS = 5
@@ -118,27 +120,59 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-class _Snapshot:
-    """Copies of the store tables a run reads, in a schema of the run's own: one scan of the store per
-    table, and every check sees the same state of the data."""
+class ViewUnavailable(Exception):
+    """A `view.<name>` table of a run that could not be built; its message is the cause, on one line."""
 
-    def __init__(self, engine: AnalyticEngine, run_id: str) -> None:
+
+class Snapshot:
+    """Copies of the store tables and library views a run reads, in a schema of the run's own: one scan
+    of the store per table or view, and every check sees the same state of the data.
+
+    `store.<table>` is a copy of the store's table; `view.<name>` the rows of the view library's
+    ViewDefinition `name` over the store's resources, made once. A view that cannot be built makes the
+    checks that read it fail with its cause (ViewUnavailable) while the others run. Names not taken
+    resolve to the live store: the table itself, or the view's SQL as a subquery.
+
+    Also a context manager: `with Snapshot(engine) as snap: snap.take(names)` drops the copies at the end.
+    """
+
+    def __init__(self, engine: AnalyticEngine, run_id: str | None = None) -> None:
         self.engine = engine
+        run_id = run_id or str(uuid.uuid4())
         self.schema = f"quality_{run_id.replace('-', '')[:12]}"
         self.tables: set[str] = set()
+        self.views: set[str] = set()
+        #: view name -> why it could not be built
+        self.failed: dict[str, str] = {}
+        self._created = False
 
     def resolve(self, name: str) -> str:
+        if name.startswith("view."):
+            view = name.removeprefix("view.")
+            if view in self.views:
+                return f"{self.schema}.view_{view}"
+            if view in self.failed:
+                raise ViewUnavailable(self.failed[view])
+            return f"({self._view_sql(view)})"
         if not name.startswith("store."):
             return name
         table = name.removeprefix("store.")
         return f"{self.schema}.{table}" if table in self.tables else self.engine.store_table(table)
 
+    def _view_sql(self, view: str) -> str:
+        return view_query(self.engine, library.get_view(view), "store")
+
     def take(self, names: Iterable[str]) -> None:
-        wanted = sorted({n.removeprefix("store.") for n in names if n.startswith("store.")})
-        if not wanted:
+        names = set(names)
+        wanted = sorted({n.removeprefix("store.") for n in names if n.startswith("store.")} - self.tables)
+        views = sorted(
+            {n.removeprefix("view.") for n in names if n.startswith("view.")} - self.views - set(self.failed)
+        )
+        if not wanted and not views:
             return
         with self.engine.cursor() as cur:
             cur.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+            self._created = True
             for table in wanted:
                 try:
                     source = self.engine.store_table(table)
@@ -146,11 +180,33 @@ class _Snapshot:
                 except (duckdb.Error, ValueError):
                     continue  # a missing table: the checks that read it report it themselves
                 self.tables.add(table)
+            for view in views:
+                try:
+                    cur.execute(f"CREATE TABLE {self.schema}.view_{view} AS {self._view_sql(view)}")
+                except Exception as exc:  # an unknown view, a store without resources, bad data
+                    self.failed[view] = f"view.{view} cannot be built: {_one_line(exc)}"
+                    continue
+                self.views.add(view)
 
     def drop(self) -> None:
-        if self.tables:
+        if self._created:
             with self.engine.cursor() as cur:
                 cur.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+            self._created = False
+        self.tables.clear()
+        self.views.clear()
+        self.failed.clear()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drop()
+
+
+def tables_read(checks: Iterable[Check]) -> list[str]:
+    """The `store.` and `view.` tables (and others) the checks read."""
+    return [name for check in checks for name in _tables_read(check)]
 
 
 def _tables_read(check: Check) -> list[str]:
@@ -215,9 +271,9 @@ def run_checks(
     for macro in macros:
         with engine.cursor() as cur:
             cur.execute(macro_sql(macro))
-    snap = _Snapshot(engine, run_id)
+    snap = Snapshot(engine, run_id)
     if snapshot:
-        snap.take(name for check in checks for name in _tables_read(check))
+        snap.take(tables_read(checks))
     try:
         ctx = Context(snap.resolve, as_of)
         compiled: list[CompiledCheck | CheckResult] = []
@@ -241,11 +297,21 @@ def run_checks(
 
 
 def failing_rows(
-    engine: AnalyticEngine, check: Check, *, as_of: date | None = None, macros: Sequence[Macro] = ()
+    engine: AnalyticEngine,
+    check: Check,
+    *,
+    as_of: date | None = None,
+    macros: Sequence[Macro] = (),
+    snapshot: Snapshot | None = None,
 ) -> duckdb.DuckDBPyRelation:
-    """Every failing row of one check, as a DuckDB relation (write it with `.to_csv()`/`.to_parquet()`)."""
+    """Every failing row of one check, as a DuckDB relation (write it with `.to_csv()`/`.to_parquet()`).
+
+    It reads the live store, or the copies of `snapshot` (read the relation before the snapshot is
+    dropped): with many checks over views, one snapshot builds each view once.
+    """
     for macro in macros:
         with engine.cursor() as cur:
             cur.execute(macro_sql(macro))
-    ctx = Context(_Snapshot(engine, "live").resolve, as_of or date.today())
+    resolve = snapshot.resolve if snapshot is not None else Snapshot(engine, "live").resolve
+    ctx = Context(resolve, as_of or date.today())
     return engine.sql(compile_check(check, ctx).failing_sql)
