@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=30, ge=0, description="Scheduled backups prune those older than this many days..."
     )
     backup_keep_min: int = Field(default=7, ge=0, description="...always keeping this many newest good ones.")
+    audit_reads: Literal["async", "sync"] = Field(
+        default="async",
+        description="Audit events of reads: appended in groups off the request path (async), or committed "
+        "before each response (sync). Writes are always audited before their response.",
+    )
     mentor_llm_base_url: str | None = Field(
         default=None,
         description="OpenAI-compatible chat server for the mentor (e.g. http://127.0.0.1:8080/v1); "

@@ -35,6 +35,13 @@ class Hub:
         return LoginLimiter(self.settings.login_max_failures, self.settings.login_window_seconds)
 
     @cached_property
+    def audit_queue(self):
+        """Audit events of reads, appended in groups off the request path (platform.audit.AuditQueue)."""
+        from clinhub.platform.audit import AuditQueue
+
+        return AuditQueue(self.store)
+
+    @cached_property
     def engine(self) -> AnalyticEngine:
         return AnalyticEngine(self.settings.store_url)
 
@@ -49,6 +56,8 @@ class Hub:
         self.close()
 
     def close(self) -> None:
+        if "audit_queue" in self.__dict__:
+            self.audit_queue.close()  # before the store goes: what was queued is written
         if "engine" in self.__dict__:
             self.engine.close()
         if "cache" in self.__dict__:

@@ -99,6 +99,9 @@ def _type(resource_type: str) -> str:
     return resource_type
 
 
+_READS = frozenset({"read", "vread", "search", "history"})
+
+
 def _audit(
     hub: Hub,
     request: Request,
@@ -109,16 +112,20 @@ def _audit(
     outcome_name: str = "success",
     detail: dict | None = None,
 ) -> None:
-    audit.record(
-        hub.store,
-        actor=principal.username,
-        action=f"fhir.{action}",
-        outcome=outcome_name,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        client_address=client_address(request),
-        detail=detail,
-    )
+    event = {
+        "actor": principal.username,
+        "action": f"fhir.{action}",
+        "outcome": outcome_name,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "client_address": client_address(request),
+        "detail": detail,
+    }
+    if action in _READS and hub.settings.audit_reads == "async":
+        # a read's event may follow its response, committed with others (platform.audit.AuditQueue)
+        hub.audit_queue.submit(**event)
+    else:
+        audit.record(hub.store, **event)  # a write's event is committed before its response
 
 
 def _audited(

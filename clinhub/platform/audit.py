@@ -8,21 +8,26 @@ writers racing to append after the same event cannot fork the chain: the loser r
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import orjson
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from clinhub.errors import ClinhubError, InvalidInput
+from clinhub.platform.logging import get_logger
 from clinhub.store.schema import audit_event
 
 GENESIS = "0" * 64
 OUTCOMES = ("success", "failure", "denied", "error")
 AUDIT_EVENTS = Counter("clinhub_audit_events_total", "Audit events written", ["action", "outcome"])
+AUDIT_PENDING = Gauge("clinhub_audit_pending", "Audit events submitted and not yet committed")
 _RETRIES = 20
+log = get_logger(__name__)
 
 
 class AuditWriteFailed(ClinhubError):
@@ -45,6 +50,57 @@ def event_hash(prev_hash: str, fields: dict) -> str:
     return hashlib.sha256(payload).hexdigest()
 
 
+def _fields(
+    actor: str,
+    action: str,
+    outcome: str,
+    resource_type: str | None,
+    resource_id: str | None,
+    client_address: str | None,
+    detail: dict | None,
+) -> dict:
+    if outcome not in OUTCOMES:
+        raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
+    return {
+        "actor": actor,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "outcome": outcome,
+        "client_address": client_address,
+        "detail": detail,
+    }
+
+
+def append_many(engine: Engine, events: list[dict], *, stamp: bool = False) -> list[str]:
+    """Append `events` (fields as `record` takes them, each with its `occurred_at` unless `stamp`) to the
+    chain in one transaction, in order; returns their hashes."""
+    for _ in range(_RETRIES):
+        if stamp:
+            now = datetime.now(UTC)
+            for fields in events:
+                fields["occurred_at"] = now
+        try:
+            with engine.begin() as conn:
+                head = conn.execute(
+                    select(audit_event.c.hash).order_by(audit_event.c.id.desc()).limit(1)
+                ).scalar()
+                prev = head or GENESIS
+                rows, digests = [], []
+                for fields in events:
+                    digest = event_hash(prev, fields)
+                    rows.append({**fields, "prev_hash": prev, "hash": digest})
+                    digests.append(digest)
+                    prev = digest
+                conn.execute(insert(audit_event), rows)
+        except IntegrityError:
+            continue  # another writer appended first; chain onto its event
+        for fields in events:
+            AUDIT_EVENTS.labels(fields["action"], fields["outcome"]).inc()
+        return digests
+    raise AuditWriteFailed("could not append to the audit trail (too much contention)")
+
+
 def record(
     engine: Engine,
     *,
@@ -56,33 +112,93 @@ def record(
     client_address: str | None = None,
     detail: dict | None = None,
 ) -> str:
-    """Append one event to the chain and return its hash. `detail` must hold no health data."""
-    if outcome not in OUTCOMES:
-        raise InvalidInput(f"outcome must be one of {', '.join(OUTCOMES)}")
-    fields = {
-        "actor": actor,
-        "action": action,
-        "resource_type": resource_type,
-        "resource_id": resource_id,
-        "outcome": outcome,
-        "client_address": client_address,
-        "detail": detail,
-    }
-    for _ in range(_RETRIES):
+    """Append one event to the chain, committed before this returns, and return its hash. `detail` must
+    hold no health data."""
+    fields = _fields(actor, action, outcome, resource_type, resource_id, client_address, detail)
+    return append_many(engine, [fields], stamp=True)[0]
+
+
+class AuditQueue:
+    """Audit events appended in groups by one background thread: for reads, whose response need not
+    wait for their event's commit. Each event keeps the time it was submitted; whatever queued up while
+    the previous group committed goes in the next transaction, so under load many requests share one
+    commit instead of queueing for the store's one writer. `flush()` waits until everything submitted
+    is in the store; `close()` flushes and stops. A store outage keeps the events queued and retried
+    (`clinhub_audit_pending` shows how many), never dropped.
+    """
+
+    def __init__(self, engine: Engine, *, max_batch: int = 1000, retry_seconds: float = 1.0) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self.retry_seconds = retry_seconds
+        self._pending: list[dict] = []
+        self._cond = threading.Condition()
+        self._submitted = self._written = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="audit-queue", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self,
+        *,
+        actor: str,
+        action: str,
+        outcome: str = "success",
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        client_address: str | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        fields = _fields(actor, action, outcome, resource_type, resource_id, client_address, detail)
         fields["occurred_at"] = datetime.now(UTC)
-        try:
-            with engine.begin() as conn:
-                head = conn.execute(
-                    select(audit_event.c.hash).order_by(audit_event.c.id.desc()).limit(1)
-                ).scalar()
-                prev = head or GENESIS
-                digest = event_hash(prev, fields)
-                conn.execute(insert(audit_event).values(**fields, prev_hash=prev, hash=digest))
-        except IntegrityError:
-            continue  # another writer appended first; chain onto its event
-        AUDIT_EVENTS.labels(action, outcome).inc()
-        return digest
-    raise AuditWriteFailed("could not append to the audit trail (too much contention)")
+        with self._cond:
+            if self._closed:  # after shutdown began: write it now rather than lose it
+                append_many(self.engine, [fields])
+                return
+            self._pending.append(fields)
+            self._submitted += 1
+            AUDIT_PENDING.inc()
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch = self._pending[: self.max_batch]
+                del self._pending[: len(batch)]
+            while True:
+                try:
+                    append_many(self.engine, batch)
+                    break
+                except Exception as exc:  # the store is down or busy: keep the events, try again
+                    log.error("audit_append_failed", events=len(batch), error=type(exc).__name__)
+                    time.sleep(self.retry_seconds)
+            with self._cond:
+                self._written += len(batch)
+                AUDIT_PENDING.dec(len(batch))
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every event submitted so far is committed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self._submitted
+            while self._written < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 30.0) -> None:
+        self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,10 @@ class Fhir:
     def url(self, path: str) -> str:
         return f"/fhir/{path.lstrip('/')}"
 
+    def flush_audit(self) -> None:
+        """Wait until the reads' audit events (appended off the request path) are in the store."""
+        assert self.client.app.state.hub.audit_queue.flush()
+
 
 def make_settings(tmp: Path, url: str) -> Settings:
     return Settings(data_dir=tmp / "data", database_url=url, secret_key=SECRET, _env_file=None)

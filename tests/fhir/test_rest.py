@@ -278,6 +278,7 @@ def test_every_interaction_is_audited(fhir) -> None:
     client.get(fhir.url(f"Patient/{pid}"), headers=fhir.reader)
     client.get(fhir.url("Patient?family=doe"), headers=fhir.reader)
     client.get(fhir.url("Patient/missing"), headers=fhir.reader)
+    fhir.flush_audit()
     with fhir.store.connect() as conn:
         rows = conn.execute(
             select(

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from clinhub.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from clinhub.platform import audit, auth
@@ -144,6 +144,38 @@ def test_concurrent_writers_never_fork_the_chain(store) -> None:
         thread.join()
     result = audit.verify(store)
     assert result.ok and result.checked == 40
+
+
+def test_the_audit_queue_appends_in_groups_and_loses_nothing(store) -> None:
+    queue = audit.AuditQueue(store)
+    record_before = audit.record(store, actor="admin", action="user.create")
+
+    def reader(n: int) -> None:
+        for i in range(50):
+            queue.submit(actor=f"r{n}", action="fhir.read", resource_type="Patient", resource_id=str(i))
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert queue.flush(timeout=60)
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(audit_event.c.actor, audit_event.c.prev_hash, audit_event.c.hash).order_by(
+                audit_event.c.id
+            )
+        ).all()
+    assert len(rows) == 201 and rows[0].hash == record_before
+    assert sorted(r.actor for r in rows[1:]) == sorted(f"r{n}" for n in range(4) for _ in range(50))
+    assert audit.verify(store).ok  # grouped appends chain like single ones
+    queue.submit(actor="late", action="fhir.search")
+    queue.close()  # flushes what is queued
+    with pytest.raises(InvalidInput):
+        queue.submit(actor="x", action="fhir.read", outcome="maybe")
+    assert audit.verify(store).checked == 202
+    queue.submit(actor="after-close", action="fhir.read")  # written at once rather than lost
+    assert audit.verify(store).checked == 203
 
 
 def test_audit_event_as_fhir(store) -> None:
