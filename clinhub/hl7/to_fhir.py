@@ -8,7 +8,10 @@ order maps to the same resource id in every message: an A08 updates the Patient 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import calendar
+import datetime as _dt
 import re
 import uuid
 from collections.abc import Callable
@@ -128,6 +131,8 @@ CODING_SYSTEMS = {
     "RXN": "http://www.nlm.nih.gov/research/umls/rxnorm",
     "NDC": "http://hl7.org/fhir/sid/ndc",
     "CVX": "http://hl7.org/fhir/sid/cvx",
+    "MVX": "http://hl7.org/fhir/sid/mvx",
+    "NCIT": "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl",
     "UCUM": _UCUM,
     "C4": "http://www.ama-assn.org/go/cpt",
     "CPT": "http://www.ama-assn.org/go/cpt",
@@ -293,6 +298,87 @@ _MEDICATION_STATUS = {"revoked": "cancelled", "DC": "stopped", "OD": "stopped", 
 #: instructions, dispense amount, dispense units, refills.
 _MEDICATION_FIELDS = {"RXE": (2, 3, 5, 7, 10, 11, 12), "RXO": (1, 2, 4, 7, 11, 12, 13)}
 _PRIORITY = {"S": "stat", "A": "asap", "R": "routine", "P": "routine", "T": "urgent"}
+#: SIU trigger events and the Appointment status each implies (None: from SCH-25, else booked).
+_SIU_EVENTS: dict[str, str | None] = {
+    **{f"S{n}": None for n in range(12, 25)},
+    "S15": "cancelled",
+    "S16": "cancelled",
+    "S17": "entered-in-error",
+    "S26": "noshow",
+}
+#: SCH-25 / AIx-12 filler status codes (table 0278) -> Appointment.status.
+_APPOINTMENT_STATUS = {
+    "PENDING": "pending",
+    "WAITLIST": "waitlist",
+    "BOOKED": "booked",
+    "STARTED": "checked-in",
+    "COMPLETE": "fulfilled",
+    "CANCELLED": "cancelled",
+    "DC": "cancelled",
+    "DELETED": "entered-in-error",
+    "BLOCKED": "booked",
+    "OVERBOOK": "booked",
+    "NOSHOW": "noshow",
+}
+#: Filler status of one resource (AIS/AIL/AIP-12) -> Appointment.participant.status.
+_PARTICIPANT_STATUS = {
+    "PENDING": "tentative",
+    "WAITLIST": "tentative",
+    "CANCELLED": "declined",
+    "DC": "declined",
+    "DELETED": "declined",
+}
+#: Duration units (SCH-10, AIS-8, AIL-10, AIP-10) -> minutes.
+_MINUTES = {
+    "S": 1 / 60,
+    "SEC": 1 / 60,
+    "SECOND": 1 / 60,
+    "SECONDS": 1 / 60,
+    "MIN": 1,
+    "MINUTE": 1,
+    "MINUTES": 1,
+    "H": 60,
+    "HR": 60,
+    "HOUR": 60,
+    "HOURS": 60,
+    "D": 1440,
+    "DAY": 1440,
+    "DAYS": 1440,
+}
+_MDM_EVENTS = {f"T{n:02d}" for n in range(1, 12)}
+#: TXA-17 document completion status (table 0271) -> DocumentReference.docStatus.
+_DOC_STATUS = {
+    "DO": "final",
+    "AU": "final",
+    "LA": "final",
+    "DI": "preliminary",
+    "IP": "preliminary",
+    "IN": "preliminary",
+    "PA": "preliminary",
+    "CA": "entered-in-error",
+}
+#: TXA-2 document types of table 0270 (used when TXA-2 names no coding system).
+_DOCUMENT_TYPES = {"AR", "CD", "CN", "DI", "DS", "ED", "HP", "OP", "PC", "PH", "PN", "PR", "SP", "TS"}
+#: TXA-18 confidentiality (table 0272) -> v3 Confidentiality.
+_CONFIDENTIALITY = {"V": ("V", "very restricted"), "R": ("R", "restricted"), "U": ("N", "normal")}
+#: ED-2 type of data (table 0191) -> MIME type.
+_MIME_MAJOR = {
+    "AP": "application",
+    "APPLICATION": "application",
+    "IM": "image",
+    "IMAGE": "image",
+    "TEXT": "text",
+    "TX": "text",
+    "AU": "audio",
+    "AUDIO": "audio",
+    "VIDEO": "video",
+    "MULTIPART": "multipart",
+    "MODEL": "model",
+}
+_TEXT_TYPES = {"TX", "ST", "FT", "CF", "NM", "CE", "CWE", "CNE", "SN", "DT", "DTM", "TS", "TM", "ID", "IS"}
+#: Immunization OBX codes (LOINC) that fill Immunization elements rather than making Observations.
+_FUNDING_ELIGIBILITY, _FUNDING_SOURCE = "64994-7", "30963-3"
+_VIS_TYPE, _VIS_VACCINE, _VIS_PUBLISHED, _VIS_PRESENTED = "69764-9", "30956-7", "29768-9", "29769-7"
 _PARTICIPANTS = (
     (7, "ATND", "attender"),
     (8, "REF", "referrer"),
@@ -533,6 +619,49 @@ def _reference(kind: str, rid: str, display: str = "") -> dict:
     return _clean({"reference": f"{kind}/{rid}", "display": display})
 
 
+def _minutes(amount: str, units: str) -> int | None:
+    """A duration (SCH-9/10, AIS-7/8, AIL/AIP-9/10) in whole minutes; None when unknown or under one."""
+    number = _number(amount)
+    factor = _MINUTES.get(_code(units).upper())
+    if number is None or factor is None:
+        return None
+    try:
+        minutes = round(number * factor)
+    except OverflowError:
+        return None
+    return minutes if 1 <= minutes < 2**31 else None  # FHIR positiveInt
+
+
+def _add_minutes(value: str, minutes: int) -> str:
+    """A FHIR dateTime with a time of day, `minutes` later (its offset kept); "" for a date alone."""
+    if "T" not in value:
+        return ""
+    try:
+        start = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        moment = start + _dt.timedelta(minutes=minutes)
+    except (OverflowError, ValueError):  # past the year 9999
+        return ""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if value.endswith("Z") and text.endswith("+00:00") else text
+
+
+def _between(start: str, end: str) -> int | None:
+    """Whole minutes from `start` to `end` (FHIR instants); None unless at least one."""
+    first, last = (_dt.datetime.fromisoformat(v.replace("Z", "+00:00")) for v in (start, end))
+    minutes = round((last - first).total_seconds() / 60)
+    return minutes if minutes >= 1 else None
+
+
+def _instant(value: str) -> str:
+    return value if "T" in value else ""
+
+
+def _mime(text: str) -> str:
+    """`text` when it looks like a MIME type (type/subtype), else ""."""
+    text = text.strip().lower()
+    return text if re.fullmatch(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", text) else ""
+
+
 # ---------------------------------------------------------------------------------------------------
 # The mapper
 
@@ -557,6 +686,16 @@ class _Mapper:
         self.order_status: str = ""
         self.medication: dict | None = None
         self.conditions: list[tuple[str, str]] = []
+        self.appointment: dict | None = None  # SIU: the SCH's Appointment
+        self.timing: dict[str, str] = {}  # SIU: start/end/minutes found so far (TQ1, SCH-11, AIx)
+        self.last: str = ""  # the name of the segment before the current one
+        self.document: dict | None = None  # MDM: the TXA's DocumentReference
+        self.content: list[dict] = []  # MDM: attachments from OBX
+        self.text_lines: list[str] = []  # MDM: OBX text, one attachment
+        self.immunization: dict | None = None  # VXU: the current RXA's Immunization
+        self.education: dict[str, dict] = {}  # VXU: VIS observations by OBX-4 sub-id
+        #: segments the message type cannot do without (SIU: SCH, MDM: TXA, VXU: RXA)
+        self.required: str = ""
         #: resources this message knows only in part, laid over their stored version (merge_partial)
         self.partial: set[tuple[str, str]] = set()
 
@@ -578,13 +717,12 @@ class _Mapper:
         place = seg.name if number == 1 else f"{seg.name}[{number}]"
         return place if field is None else f"{place}-{field}"
 
-    def datetime(self, seg: Segment, field: int) -> str:
+    def datetime(self, seg: Segment, field: int, comp: int = 1) -> str:
         try:
-            return fhir_datetime(seg.value(field, 1, 1, 1), self.tz)
+            return fhir_datetime(seg.value(field, 1, comp, 1), self.tz)
         except ValueError as error:
-            raise MappingError(
-                f"{self.where(seg, field)}: {error}", error_code="102", location=self.where(seg, field)
-            ) from None
+            where = self.where(seg, field) + (f".{comp}" if comp != 1 else "")
+            raise MappingError(f"{where}: {error}", error_code="102", location=where) from None
 
     def date(self, seg: Segment, field: int) -> str:
         try:
@@ -697,7 +835,7 @@ class _Mapper:
         self.patient_key = _identity(identifiers)
         self.patient = _rid("Patient", self.patient_key)
         self.encounter = None
-        self.report = self.observation = self.order = self.medication = None
+        self.report = self.observation = self.order = self.medication = self.immunization = None
         patient: dict = {
             "resourceType": "Patient",
             "id": self.patient,
@@ -992,7 +1130,7 @@ class _Mapper:
             )
         coding = (code.get("coding") or [{}])[0]
         effective = self.datetime(seg, 14) or (self.report or {}).get("effectiveDateTime", "")
-        parent = self.report["id"] if self.report else self.patient_key
+        parent = (self.report or self.immunization or {}).get("id") or self.patient_key
         rid = _rid(
             "Observation",
             parent,
@@ -1173,6 +1311,10 @@ class _Mapper:
         self.medication = self.add(_clean(request))
 
     def rxr(self, seg: Segment) -> None:
+        if self.immunization is not None:
+            self.immunization["route"] = self.immunization.get("route") or _cwe(seg, 1)
+            self.immunization["site"] = self.immunization.get("site") or _cwe(seg, 2)
+            return
         if self.medication is None:
             return
         route = _cwe(seg, 1)
@@ -1181,6 +1323,424 @@ class _Mapper:
         dosage = self.medication.setdefault("dosageInstruction", [{}])
         dosage[0].setdefault("route", route)
 
+    # -- scheduling (SIU) -----------------------------------------------------------------------
+    def sch(self, seg: Segment) -> None:
+        """SIU: the SCH's Appointment; TQ1, PID, PV1 and the AIS/AIL/AIP that follow complete it."""
+        identifiers, key = self.order_identifiers((seg, 2, "FILL"), (seg, 1, "PLAC"))
+        if not key:
+            key = f"{self.msg.sending_facility}|{self.msg.control_id}"
+        rid = _rid("Appointment", key)
+        status = _SIU_EVENTS.get(self.event) or _APPOINTMENT_STATUS.get(
+            _code(seg.value(25, 1, 1, 1)).upper(), "booked"
+        )
+        reason, kind, event_reason = _cwe(seg, 7), _cwe(seg, 8), _cwe(seg, 6)
+        self.appointment = {
+            "resourceType": "Appointment",
+            "id": rid,
+            "identifier": identifiers,
+            "status": status,
+            "cancelationReason": event_reason if status in ("cancelled", "noshow") else None,
+            "serviceType": [],
+            "appointmentType": kind,
+            "reasonCode": [reason],
+            "description": (reason or {}).get("text") or (event_reason or {}).get("text"),
+            "participant": [],
+        }
+        self.appointment = self.add(self.appointment)
+        start, end = self.datetime(seg, 11, 4), self.datetime(seg, 11, 5)
+        if start:
+            self.timing.setdefault("start", start)
+            if end:
+                self.timing.setdefault("end", end)
+        minutes = _minutes(seg.value(9), seg.value(10, 1, 1, 1))
+        if minutes:
+            self.timing["minutes"] = minutes
+
+    def tq1(self, seg: Segment) -> None:
+        """TQ1 of the SCH group: start (TQ1-7) and end (TQ1-8) before SCH-11's."""
+        if self.appointment is None or self.counts.get("AIS", 0) + self.counts.get("AIL", 0):
+            return
+        start, end = self.datetime(seg, 7), self.datetime(seg, 8)
+        if start:
+            self.timing["start"] = start
+            self.timing.pop("end", None)
+            if end:
+                self.timing["end"] = end
+
+    def sch_nte(self, seg: Segment) -> None:
+        """An NTE right after SCH (or its TQ1) is a comment on the appointment."""
+        if self.appointment is None or self.last not in ("SCH", "TQ1", "NTE"):
+            return
+        if "RGS" in self.counts or "PID" in self.counts:  # a note on a resource or on the patient
+            return
+        text = "\n".join(seg.value(3, rep) for rep in range(1, seg.count(3) + 1)).strip()
+        if text:
+            comment = self.appointment.get("comment")
+            self.appointment["comment"] = f"{comment}\n{text}" if comment else text
+
+    def resource_time(self, seg: Segment, start_field: int, duration_field: int) -> None:
+        """AIS-4/7/8, AIL-6/9/10, AIP-6/9/10: the first resource with a start date/time gives the
+        appointment's start (and its end, from the duration) when SCH and TQ1 gave none."""
+        start = self.datetime(seg, start_field)
+        if not start or "start" in self.timing:
+            return
+        self.timing["start"] = start
+        minutes = _minutes(seg.value(duration_field), seg.value(duration_field + 1, 1, 1, 1))
+        if minutes:
+            self.timing["minutes"] = minutes
+
+    def participant(self, seg: Segment, actor: dict | None, kind: dict | None = None) -> None:
+        if self.appointment is None or actor is None:
+            return
+        status = _PARTICIPANT_STATUS.get(_code(seg.value(12, 1, 1, 1)).upper(), "accepted")
+        entry = {"type": [kind] if kind else [], "actor": actor, "status": status}
+        if not any(p.get("actor") == actor for p in self.appointment["participant"]):
+            self.appointment["participant"].append(entry)
+
+    def ais(self, seg: Segment) -> None:
+        if self.appointment is None:
+            return
+        service = _cwe(seg, 3)
+        if service and service not in self.appointment["serviceType"]:
+            self.appointment["serviceType"].append(service)
+        self.resource_time(seg, 4, 7)
+
+    def ail(self, seg: Segment) -> None:
+        if self.appointment is None:
+            return
+        self.participant(seg, self.location(seg, 3))
+        self.resource_time(seg, 6, 9)
+
+    def aip(self, seg: Segment) -> None:
+        if self.appointment is None:
+            return
+        self.participant(seg, self.practitioner(seg, 3), _cwe(seg, 4))
+        self.resource_time(seg, 6, 9)
+
+    def finish_appointment(self) -> None:
+        appointment = self.appointment
+        if appointment is None:
+            return
+        patient = {"type": [], "actor": self.subject(), "status": "accepted"}
+        appointment["participant"].insert(0, patient)
+        start, end = self.timing.get("start", ""), self.timing.get("end", "")
+        minutes = self.timing.get("minutes")
+        if start and not end and minutes:
+            end = _add_minutes(start, minutes)
+        if _instant(start) and _instant(end):  # FHIR: both instants or neither (app-2)
+            appointment["start"], appointment["end"] = start, end
+            minutes = _between(start, end) or minutes
+        if minutes:
+            appointment["minutesDuration"] = minutes
+        if self.encounter:
+            encounter = self.resources.get(("Encounter", self.encounter))
+            if encounter is not None:
+                encounter["appointment"] = [{"reference": f"Appointment/{appointment['id']}"}]
+
+    # -- documents (MDM) ------------------------------------------------------------------------
+    def txa(self, seg: Segment) -> None:
+        """MDM: the TXA's DocumentReference; the OBX that follow are its content."""
+        self.need_patient(seg)
+        number = _ei(seg, 12)
+        if number is not None:
+            master, system = number
+            rid = _rid("DocumentReference", system, master["value"])
+        else:
+            master = None
+            file_name = _text(seg.value(16))
+            rid = _rid(
+                "DocumentReference",
+                *(
+                    [self.patient_key, file_name]
+                    if file_name
+                    else [self.msg.sending_facility, self.msg.control_id]
+                ),
+            )
+        identifiers, _ = self.order_identifiers((seg, 14, "PLAC"), (seg, 15, "FILL"))
+        kind = _cwe(seg, 2)
+        code = _code(seg.value(2, 1, 1, 1)).upper()
+        if kind and code in _DOCUMENT_TYPES and not _text(seg.value(2, 1, 3, 1)):
+            display = kind["coding"][0].get("display")
+            kind["coding"] = [_clean({"system": f"{_V2}0270", "code": code, "display": display})]
+        doc_status = _DOC_STATUS.get(_code(seg.value(17, 1, 1, 1)).upper())
+        if doc_status == "final" and self.event in ("T07", "T08"):
+            doc_status = "amended"
+        availability = _code(seg.value(19, 1, 1, 1)).upper()
+        if self.event == "T11" or availability == "CA" or doc_status == "entered-in-error":
+            status = "entered-in-error"
+        elif availability == "OB":
+            status = "superseded"
+        else:
+            status = "current"
+        parent = _ei(seg, 13)
+        relation = {"T05": "appends", "T06": "appends", "T09": "replaces", "T10": "replaces"}.get(self.event)
+        authors = []
+        for field in (5, 9):
+            for rep in range(1, seg.count(field) + 1):
+                who = self.practitioner(seg, field, rep)
+                if who and who not in authors:
+                    authors.append(who)
+        secret = _CONFIDENTIALITY.get(_code(seg.value(18, 1, 1, 1)).upper())
+        self.document = {
+            "resourceType": "DocumentReference",
+            "id": rid,
+            "masterIdentifier": master,
+            "identifier": ([master] if master else []) + identifiers,
+            "status": status,
+            "docStatus": doc_status,
+            "type": kind,
+            "subject": self.subject(),
+            "date": self.instant(seg, 6) or self.instant(seg, 4),
+            "description": _text(seg.value(25, 1)),
+            "author": authors,
+            "authenticator": self.practitioner(seg, 10) or self.practitioner(seg, 22),
+            "relatesTo": [{"code": relation, "target": {"identifier": parent[0]}}]
+            if relation and parent
+            else [],
+            "securityLabel": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                            "code": secret[0],
+                            "display": secret[1],
+                        }
+                    ]
+                }
+            ]
+            if secret
+            else [],
+            "content": [],
+            "context": {"encounter": [self.context()]},
+            "_creation": self.datetime(seg, 6) or self.datetime(seg, 4),
+            "_title": _text(seg.value(16)) or (kind or {}).get("text", ""),
+        }
+        self.document = self.add(self.document)
+
+    def mdm_obx(self, seg: Segment) -> None:
+        """MDM: OBX-5 text (TX, ST, FT...) lines become one text/plain attachment; ED and RP values
+        become attachments of their own."""
+        kind = _code(seg.value(2, 1, 1, 1)).upper()
+        if kind == "ED":
+            for rep in range(1, seg.count(5) + 1):
+                attachment = self.encapsulated(seg, rep)
+                if attachment:
+                    self.content.append(attachment)
+        elif kind == "RP":
+            for rep in range(1, seg.count(5) + 1):
+                pointer = _text(seg.value(5, rep, 1, 1))
+                if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:\S+$", pointer):
+                    major = _MIME_MAJOR.get(_code(seg.value(5, rep, 3, 1)).upper())
+                    subtype = _code(seg.value(5, rep, 4, 1)).lower()
+                    mime = f"{major}/{subtype}" if major and subtype else ""
+                    self.content.append(_clean({"url": pointer, "contentType": _mime(mime)}))
+        elif kind in _TEXT_TYPES or not kind:
+            self.text_lines.extend(seg.value(5, rep) for rep in range(1, seg.count(5) + 1))
+
+    def encapsulated(self, seg: Segment, rep: int) -> dict | None:
+        v = seg.value
+        major_code, subtype = _code(v(5, rep, 2, 1)), _code(v(5, rep, 3, 1)).lower()
+        encoding = _code(v(5, rep, 4, 1)).upper()
+        data = v(5, rep, 5, 1)
+        if "/" in major_code:
+            mime = major_code.lower()
+        else:
+            major = _MIME_MAJOR.get(major_code.upper(), "")
+            mime = f"{major}/{subtype}" if major and subtype else ("text/plain" if major == "text" else "")
+        where = f"{self.where(seg, 5)}.5"
+        try:
+            if encoding == "BASE64":
+                raw = base64.b64decode("".join(data.split()), validate=True)
+            elif encoding == "HEX":
+                raw = bytes.fromhex(data)
+            else:
+                raw = data.encode()
+        except (ValueError, binascii.Error):
+            raise MappingError(
+                f"{where}: the data is not valid {encoding.lower()}", error_code="102", location=where
+            ) from None
+        if not raw and not mime:
+            return None
+        return _clean(
+            {
+                "contentType": _mime(mime) or "application/octet-stream",
+                "data": base64.b64encode(raw).decode("ascii") if raw else "",
+            }
+        )
+
+    def finish_document(self) -> None:
+        document = self.document
+        if document is None:
+            return
+        creation, title = document.pop("_creation", ""), document.pop("_title", "")
+        attachments = list(self.content)
+        text = "\n".join(self.text_lines).strip("\n")
+        if text.strip():
+            data = base64.b64encode(text.encode()).decode("ascii")
+            attachments.insert(0, {"contentType": "text/plain", "data": data})
+        if not any("data" in a or "url" in a for a in attachments):
+            # a notification without content (T01, T03, T05, T07, T09, T11): the stored content stays
+            self.partial.add(("DocumentReference", document["id"]))
+            attachments = attachments or [{"title": title or "document"}]
+        for attachment in attachments:
+            attachment.setdefault("creation", creation)
+            if title:
+                attachment.setdefault("title", title)
+        document["content"] = [{"attachment": _clean(a)} for a in attachments]
+
+    # -- immunizations (VXU) --------------------------------------------------------------------
+    def rxa(self, seg: Segment) -> None:
+        """VXU: an Immunization from the RXA (with the ORC before it; RXR and OBX after it)."""
+        self.need_patient(seg)
+        vaccine = _cwe(seg, 5)
+        if vaccine is None:
+            where = self.where(seg, 5)
+            raise MappingError(f"{where} administered code missing", error_code="101", location=where)
+        occurred = self.datetime(seg, 3)
+        if not occurred:
+            where = self.where(seg, 3)
+            raise MappingError(f"{where} administration date/time missing", error_code="101", location=where)
+        orc = (self.order or {}).get("orc")
+        if self.order:
+            self.order["detailed"] = True
+        identifiers, key = self.order_identifiers((orc, 3, "FILL"), (orc, 2, "PLAC"))
+        coding = (vaccine.get("coding") or [{}])[0]
+        rid = _rid(
+            "Immunization",
+            *(
+                [key]
+                if key
+                else [self.patient_key, coding.get("system", ""), coding.get("code", ""), occurred]
+            ),
+        )
+        completion = _code(seg.value(20, 1, 1, 1)).upper()
+        if _code(seg.value(21, 1, 1, 1)).upper() == "D":
+            status = "entered-in-error"
+        elif completion in ("RE", "NA"):
+            status = "not-done"
+        else:
+            status = "completed"
+        reason = None
+        if status == "not-done":
+            reason = _cwe(seg, 18) or _table(
+                completion, "0322", {"RE": "Refused", "NA": "Not Administered"}[completion]
+            )
+        amount = _text(seg.value(6))
+        dose = _quantity(amount, seg, 7) if _number(amount) not in (999, None) else None
+        source = next(
+            (
+                _code(seg.value(9, r, 1, 1))
+                for r in range(1, seg.count(9) + 1)
+                if _code(seg.value(9, r, 1, 1))
+            ),
+            "",
+        )
+        performers = []
+        for field, function, display, who_seg in (
+            (10, "AP", "Administering Provider", seg),
+            (12, "OP", "Ordering Provider", orc),
+        ):
+            who = self.practitioner(who_seg, field) if who_seg is not None else None
+            if who:
+                performers.append({"function": _table(function, "0443", display), "actor": who})
+        self.immunization = {
+            "resourceType": "Immunization",
+            "id": rid,
+            "identifier": identifiers,
+            "status": status,
+            "statusReason": reason,
+            "vaccineCode": vaccine,
+            "patient": self.subject(),
+            "encounter": self.context(),
+            "occurrenceDateTime": occurred,
+            "recorded": self.datetime(seg, 22),
+            "primarySource": source == "00" if source else None,
+            "reportOrigin": _cwe(seg, 9) if source and source != "00" else None,
+            "location": self.location(seg, 27) or self.location(seg, 11),
+            "manufacturer": self.manufacturer(seg, 17),
+            "lotNumber": _text(seg.value(15, 1)),
+            "expirationDate": self.date(seg, 16),
+            "doseQuantity": dose,
+            "performer": performers,
+            "isSubpotent": True if completion == "PA" else None,
+            "reasonCode": [_cwe(seg, 19, rep) for rep in range(1, seg.count(19) + 1)],
+            "note": [],
+            "education": [],
+            "programEligibility": [],
+            "fundingSource": None,
+        }
+        self.immunization = self.add(self.immunization)
+        self.observation = None
+        self.education = {}
+
+    def manufacturer(self, seg: Segment, field: int) -> dict | None:
+        """An Organization from a CWE (MVX codes get the MVX system), added to the output."""
+        code, name, system_name = (seg.value(field, 1, i, 1) for i in (1, 2, 3))
+        code, name = _code(code), _text(name)
+        if not code and not name:
+            return None
+        system = _system(system_name)
+        rid = _rid("Organization", system or _text(system_name), code or name)
+        self.add(
+            _clean(
+                {
+                    "resourceType": "Organization",
+                    "id": rid,
+                    "identifier": [{"system": system, "value": code}] if code else [],
+                    "name": name or code,
+                }
+            )
+        )
+        return _reference("Organization", rid, name)
+
+    def vxu_obx(self, seg: Segment) -> None:
+        """OBX after an RXA: funding and VIS observations fill the Immunization, others become
+        Observations part of it; OBX before any RXA are the patient's Observations."""
+        immunization = self.immunization
+        code = _code(seg.value(3, 1, 1, 1))
+        dated = _code(seg.value(2, 1, 1, 1)).upper() in ("DT", "DTM", "TS")
+        if code in (_VIS_PUBLISHED, _VIS_PRESENTED) and not dated:
+            code = ""  # a date observation without a date: an Observation like any other
+        if immunization is None or code not in (
+            _FUNDING_ELIGIBILITY,
+            _FUNDING_SOURCE,
+            _VIS_TYPE,
+            _VIS_VACCINE,
+            _VIS_PUBLISHED,
+            _VIS_PRESENTED,
+        ):
+            self.obx(seg)
+            if immunization is not None and self.observation is not None:
+                self.observation["partOf"] = [{"reference": f"Immunization/{immunization['id']}"}]
+            return
+        self.observation = None
+        if code == _FUNDING_ELIGIBILITY:
+            concept = _cwe(seg, 5)
+            if concept:
+                immunization["programEligibility"].append(concept)
+        elif code == _FUNDING_SOURCE:
+            immunization["fundingSource"] = immunization["fundingSource"] or _cwe(seg, 5)
+        else:
+            group = self.education.setdefault(_text(seg.value(4)) or "1", {})
+            if code in (_VIS_TYPE, _VIS_VACCINE):
+                text = _text(seg.value(5, 1, 2, 1)) or _text(seg.value(5, 1, 1, 1))
+                if code == _VIS_TYPE or "documentType" not in group:
+                    group["documentType"] = text
+            else:
+                when = self.datetime(seg, 5)
+                group["publicationDate" if code == _VIS_PUBLISHED else "presentationDate"] = when
+            immunization["education"] = [g for g in self.education.values() if g.get("documentType")]
+
+    def vxu_nte(self, seg: Segment) -> None:
+        if self.observation is not None:
+            self.nte(seg)
+            return
+        if self.immunization is None:
+            return
+        text = "\n".join(seg.value(3, rep) for rep in range(1, seg.count(3) + 1)).strip()
+        if text:
+            self.immunization["note"].append({"text": text})
+
     # -- the walk -------------------------------------------------------------------------------
     def run(self, handlers: dict[str, Callable[[Segment], None]]) -> list[dict]:
         for seg in self.msg.segments:
@@ -1188,9 +1748,19 @@ class _Mapper:
             handler = handlers.get(seg.name)
             if handler is not None:
                 handler(seg)
+            self.last = seg.name
         self.flush_order()
+        if self.required and self.required not in self.counts:
+            kind = self.msg.message_type.strip().upper()
+            raise MappingError(
+                f"{self.required} segment missing: {kind} needs one",
+                error_code="100",
+                location=self.required,
+            )
         if self.patient is None:
             raise MappingError("PID segment missing", error_code="100", location="PID")
+        self.finish_appointment()
+        self.finish_document()
         for encounter_id, condition_id in self.conditions:
             encounter = self.resources.get(("Encounter", encounter_id))
             if encounter is not None:
@@ -1266,19 +1836,55 @@ def _handlers(mapper: _Mapper, msg: Message) -> dict[str, Callable[[Segment], No
         return {**common, "ORC": mapper.orc, "OBR": mapper.obr}
     if kind == "RDE" and event in ("O11", "O25", "O01", ""):
         return {**common, "ORC": mapper.orc, "RXE": mapper.medication_request, "RXR": mapper.rxr}
-    error_code = "201" if kind in ("ADT", "ORU", "ORM", "OML", "RDE") else "200"
+    if kind == "SIU" and event in _SIU_EVENTS:
+        mapper.required = "SCH"
+        return {
+            **common,
+            "SCH": mapper.sch,
+            "TQ1": mapper.tq1,
+            "NTE": mapper.sch_nte,
+            "AIS": mapper.ais,
+            "AIL": mapper.ail,
+            "AIP": mapper.aip,
+        }
+    if kind == "MDM" and event in _MDM_EVENTS:
+        mapper.required = "TXA"
+        return {**common, "TXA": mapper.txa, "OBX": mapper.mdm_obx}
+    if kind == "VXU" and event in ("V04", ""):
+        mapper.required = "RXA"
+        return {
+            **common,
+            "ORC": mapper.orc,
+            "RXA": mapper.rxa,
+            "RXR": mapper.rxr,
+            "OBX": mapper.vxu_obx,
+            "NTE": mapper.vxu_nte,
+        }
+    mapped_types = ("ADT", "ORU", "ORM", "OML", "RDE", "SIU", "MDM", "VXU")
+    error_code = "201" if kind in mapped_types else "200"
     raise MappingError(f"{name} is not mapped to FHIR", error_code=error_code, location="MSH-9")
+
+
+#: Elements a message sets even on a resource it knows only in part: a document notification without
+#: content (MDM T01, T03, T05, T07, T09, T11) still changes the document's status.
+_MESSAGE_OWNS = {
+    "DocumentReference": ("status", "docStatus", "date", "authenticator", "relatesTo", "securityLabel")
+}
 
 
 def merge_partial(partial: dict, known: dict) -> dict:
     """A resource a message knows only in part (see `to_fhir`'s `partial`) laid over the version already
     known: the known elements win and the message fills the rest, except `active` (a merge retires
-    the old patient), which the message sets, and `link`, which both contribute to."""
+    the old patient) and a DocumentReference's status elements (`_MESSAGE_OWNS`), which the message
+    sets, and `link`, which both contribute to."""
     merged = {key: value for key, value in known.items() if key != "meta"}
     for key, value in partial.items():
         merged.setdefault(key, value)
     if "active" in partial:
         merged["active"] = partial["active"]
+    for key in _MESSAGE_OWNS.get(partial.get("resourceType", ""), ()):
+        if key in partial:
+            merged[key] = partial[key]
     if "link" in partial:
         links = list(known.get("link", []))
         merged["link"] = links + [link for link in partial["link"] if link not in links]
@@ -1293,12 +1899,14 @@ def to_fhir(
     ADT A01/A02/A03/A04/A05/A06/A07/A08/A11/A13 -> Patient, Encounter (+ Practitioner, Location),
     Condition (DG1), AllergyIntolerance (AL1); A28/A31 -> Patient; A40 -> the surviving Patient
     (link replaces) and the old one (inactive, link replaced-by); ORU^R01 -> DiagnosticReport and
-    Observation; ORM^O01, OML^O21 -> ServiceRequest; RDE^O11/O25 -> MedicationRequest.
+    Observation; ORM^O01, OML^O21 -> ServiceRequest; RDE^O11/O25 -> MedicationRequest; SIU^S12-S24,
+    S26 -> Appointment; MDM^T01-T11 -> DocumentReference; VXU^V04 -> Immunization.
     Times without an offset take MSH-7's, else `default_timezone`. When `partial` is a set, the keys
     (type, id) of the resources the message knows only in part are added to it: the old patient of an
-    A40, and the visit a result or order names in its PV1. Store those through `merge_partial` over
-    their current version, so an A40 does not blank the old patient's demographics and a late result
-    does not reopen a discharged visit. Raises MappingError (with a reason,
+    A40, the visit a non-ADT message names in its PV1, and the document of an MDM notification that
+    carries no content. Store those through `merge_partial` over their current version, so an A40 does
+    not blank the old patient's demographics, a late result does not reopen a discharged visit and a
+    document status change keeps the document's text. Raises MappingError (with a reason,
     an HL7 error code and a location) for a message type not mapped or content that cannot be mapped.
     """
     try:

@@ -233,3 +233,51 @@ def test_search_filters(hub: Hub) -> None:
     assert "raw" not in search(hub.store, messages.MessageFilter())["messages"][0]
     with pytest.raises(Exception, match="status must be one of"):
         search(hub.store, messages.MessageFilter(status="lost"))
+
+
+def siu(control_id: str, trigger: str, status: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|SCHED|NORTH|HUB|HOSP|20260301101500||SIU^{trigger}^SIU_{trigger}|{control_id}|P|2.5.1",
+            f"SCH|A100^EPIC|F200^SCHED|||||R10.9^Abdominal pain^I10||30|min|||||||||||||{status}",
+            "TQ1|||||||20260310093000-0500|20260310100000-0500",
+            "PID|1||MRN1^^^NORTH^MR||DOE^JANE||19800101|F",
+            "AIL|1||ENDO^Room 3^^NORTH",
+            "AIP|1||1234^SMITH^ANN",
+        ]
+    )
+
+
+def test_a_cancelled_appointment_updates_the_booked_one(hub: Hub) -> None:
+    messages.accept(hub.store, [(siu("S1", "S12", "Booked"), _now())])
+    assert messages.process_pending(hub.store).processed == 1
+    (booked,) = _stored(hub, "Appointment")
+    assert booked["status"] == "booked" and booked["start"] == "2026-03-10T09:30:00-05:00"
+    messages.accept(hub.store, [(siu("S2", "S15", "Cancelled"), _now())])
+    result = messages.process_pending(hub.store)
+    assert (result.processed, result.errors) == (1, 0)
+    (appointment,) = _stored(hub, "Appointment")
+    assert appointment["id"] == booked["id"] and appointment["status"] == "cancelled"
+    assert len(appointment["participant"]) == 3  # the patient, the room and the doctor
+
+
+def mdm(control_id: str, trigger: str, *content: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|DOCS|NORTH|HUB|HOSP|20260301101500||MDM^{trigger}^MDM_{trigger}|{control_id}|P|2.5.1",
+            f"EVN|{trigger}|20260301101500",
+            "PID|1||MRN1^^^NORTH^MR||DOE^JANE||19800101|F",
+            "TXA|1|DS|TX|20260301100000||||||||DOC-9^NORTH||||AU",
+            *content,
+        ]
+    )
+
+
+def test_a_document_cancel_without_content_keeps_the_stored_text(hub: Hub) -> None:
+    messages.accept(hub.store, [(mdm("D1", "T02", "OBX|1|TX|X^Y^L||the report"), _now())])
+    messages.process_pending(hub.store)
+    messages.accept(hub.store, [(mdm("D2", "T11"), _now())])
+    assert messages.process_pending(hub.store).errors == 0
+    (document,) = _stored(hub, "DocumentReference")
+    assert document["status"] == "entered-in-error"
+    assert document["content"][0]["attachment"]["data"] == "dGhlIHJlcG9ydA=="  # "the report"
