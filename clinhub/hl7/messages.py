@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import Engine, delete, func, insert, or_, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
+from clinhub.engine import AnalyticEngine
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
 from clinhub.hl7.message import Message, ParseError, ack_text, local_now, nak_for_unparseable, parse
 from clinhub.platform.logging import get_logger
@@ -528,3 +529,25 @@ def error_types(engine: Engine, *, limit: int = 5) -> list[dict]:
             .limit(limit)
         ).all()
     return [{"type": f"{r.message_type}^{r.trigger_event}".rstrip("^"), "messages": r.n} for r in rows]
+
+
+#: the message store's columns other domains may read (analytics): never `raw`, never `error` text
+FACT_COLUMNS = (
+    "id",
+    "received_at",
+    "processed_at",
+    "channel",
+    "sending_application",
+    "sending_facility",
+    "message_type",
+    "trigger_event",
+    "status",
+    "ack_code",
+)
+
+
+def facts_sql(engine: AnalyticEngine) -> str:
+    """SQL (DuckDB, over the attached store) of one row per stored message with FACT_COLUMNS: what other
+    domains query for volumes, latency and error rates, without the messages' content."""
+    columns = ", ".join(FACT_COLUMNS)
+    return f"SELECT {columns} FROM {engine.store_table('hl7_message')}"  # noqa: S608 (our own names)
