@@ -89,7 +89,15 @@ def _incoming(data: bytes | str, received_at: datetime, channel: str) -> _Incomi
             {
                 "received_at": received_at,
                 "channel": channel,
+                # every row of a batch has the same keys: one multi-row insert takes them all
+                "sending_application": "",
+                "sending_facility": "",
+                "receiving_application": "",
+                "receiving_facility": "",
+                "message_type": "",
+                "trigger_event": "",
                 "control_id": f"unparsed-{uuid.uuid4()}",
+                "version": "",
                 "raw": raw,
                 "status": "error",
                 "error": f"not accepted: {exc.message}",
@@ -114,6 +122,7 @@ def _incoming(data: bytes | str, received_at: datetime, channel: str) -> _Incomi
             "version": message.version[:16],
             "raw": raw,
             "status": "received",
+            "error": None,
             "ack_code": "AA",
         },
     )

@@ -81,6 +81,14 @@ def test_unparseable_and_incomplete_messages_are_kept_and_refused(hub: Hub) -> N
     assert queue["total"] == 2 and all(m["error"] for m in queue["messages"])
 
 
+def test_a_batch_mixing_good_and_unparseable_messages_commits_both(hub: Hub) -> None:
+    # the MLLP listener commits whatever arrived together in one batch
+    results = messages.accept(hub.store, [(adt("G1"), _now()), (b"garbage", _now()), (adt("G2"), _now())])
+    assert [r.code for r in results] == ["AA", "AR", "AA"]
+    assert [(r.control_id, r.status) for r in _rows(hub)][0::2] == [("G1", "received"), ("G2", "received")]
+    assert _rows(hub)[1].status == "error"
+
+
 def test_mapping_links_resources_and_updates_the_same_patient(hub: Hub) -> None:
     messages.accept(hub.store, [(adt("M1"), _now())])
     first = messages.process_pending(hub.store)
