@@ -118,7 +118,11 @@ def main() -> int:
 
         # 3. bulk of 100 through the engine
         settings = Settings(
-            data_dir=Path(tmp), database_url=f"sqlite:///{tmp}/store.db", secret_key="k" * 40, _env_file=None
+            data_dir=Path(tmp),
+            database_url=f"sqlite:///{tmp}/store.db",
+            secret_key="k" * 40,
+            log_level="WARNING",
+            _env_file=None,
         )
         with Hub(settings) as hub:
             hub.migrate()

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from clinhub import __version__
+from clinhub.analytics.api import router as analytics_router
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, RateLimited, Unauthenticated
 from clinhub.fhir.api import router as fhir_router
@@ -107,4 +108,5 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
     app.include_router(fhir_router)  # after views_router: /fhir/ViewDefinition is the views'
     app.include_router(quality_router)
     app.include_router(mentor_router)
+    app.include_router(analytics_router)
     return app

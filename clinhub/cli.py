@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from clinhub import __version__
+from clinhub.analytics.cli import app as analytics_app
 from clinhub.config import Settings, get_settings
 from clinhub.errors import ClinhubError, InvalidInput, NotFound
 from clinhub.fhir.cli import app as fhir_app
@@ -48,6 +49,7 @@ app.add_typer(perf_app, name="perf")
 app.add_typer(fhir_app, name="fhir")
 app.add_typer(quality_app, name="quality")
 app.add_typer(mentor_app, name="mentor")
+app.add_typer(analytics_app, name="analytics")
 app.command("synth")(synth_command)
 app.command("worker")(worker_command)
 console = Console()

@@ -246,6 +246,11 @@ EXAMPLES: dict[tuple[str, str], Callable] = {
         f"/fhir/Patient/{_fhir_stored(s, _FHIR_PATIENT)['id']}/_history",
         None,
     ),
+    ("GET", "/analytics/patient-risk/{patient_id}"): lambda s: (
+        "/analytics/patient-risk/"
+        + _fhir_stored(s, {"resourceType": "Patient", "id": "mx-risk", "birthDate": "1970-01-01"})["id"],
+        None,
+    ),
     ("POST", "/mentor/v2/process"): lambda s: ("/mentor/v2/process", _MENTOR_ASK),
     ("POST", "/mentor/v2/chat/multi-persona"): lambda s: ("/mentor/v2/chat/multi-persona", _MENTOR_ASK),
     ("POST", "/mentor/v2/recommend"): lambda s: (
