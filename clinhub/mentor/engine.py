@@ -251,17 +251,7 @@ class Mentor:
                 [templated_answer(persona, ask.text, key, language=language, facts=facts)]
             )
         else:
-            messages = build_messages(
-                persona,
-                ask.text,
-                key,
-                language=language,
-                mode=ask.prompt_mode,
-                history=self._history(ask),
-                facts=facts,
-                max_history=self.settings.mentor_history_turns + 1,
-            )
-            pieces = self.backend.stream(messages)
+            pieces = self.backend.stream(self._prompt(ask, persona, key, language, self._history(ask), facts))
 
         def remembered() -> Iterator[str]:
             said = []
@@ -272,11 +262,10 @@ class Mentor:
 
         return head, remembered()
 
-    def _answer(self, ask, persona, key, language, history, facts) -> tuple[str, str, str | None, str | None]:
-        if self.backend is None:
-            text = templated_answer(persona, ask.text, key, language=language, facts=facts)
-            return text, "template", TEMPLATE_LABEL, None
-        messages = build_messages(
+    def _prompt(self, ask, persona, key, language, history, facts) -> list[dict]:
+        """The chat messages for the LLM: the persona's prompt, the facts, the history (one extra turn
+        for the summary of older ones), the question."""
+        return build_messages(
             persona,
             ask.text,
             key,
@@ -286,8 +275,13 @@ class Mentor:
             facts=facts,
             max_history=self.settings.mentor_history_turns + 1,
         )
+
+    def _answer(self, ask, persona, key, language, history, facts) -> tuple[str, str, str | None, str | None]:
+        if self.backend is None:
+            text = templated_answer(persona, ask.text, key, language=language, facts=facts)
+            return text, "template", TEMPLATE_LABEL, None
         try:
-            result = self.backend.complete(messages)
+            result = self.backend.complete(self._prompt(ask, persona, key, language, history, facts))
         except ClinhubError as exc:  # unavailable, or the server refused our key: answer anyway
             LLM_FAILURES.inc()
             log.warning("mentor_llm_unavailable", request_id=ask.request_id, error=exc.message)
