@@ -25,7 +25,7 @@ from clinhub.errors import ClinhubError, InvalidInput
 from clinhub.mentor import conversations, grounding
 from clinhub.mentor.personas import get_persona, load_personas
 from clinhub.mentor.prompts import build_messages, detect_language, templated_answer
-from clinhub.mentor.resonance import Inference, check_text, shared_model
+from clinhub.mentor.resonance import Inference, check_text, model_ready, shared_model
 from clinhub.mentor.router import AffinityMatrix, Routing, recommend, route
 from clinhub.mentor.vocab import LANGUAGES, PERSONAS, Fact, ResonanceKey
 from clinhub.platform.cache import Cache
@@ -383,7 +383,7 @@ class Mentor:
             "inference": {
                 "embeddings": Embedder.available(),
                 "embedding_problem": Embedder.reason(),
-                "trained": _model_ready(),
+                "trained": model_ready(),
             },
             "cache": self.cache.stats(),
             "time": datetime.now(UTC).isoformat(),
@@ -407,12 +407,6 @@ def _valid_text(text: str) -> bool:
     except InvalidInput:
         return False
     return True
-
-
-def _model_ready() -> bool:
-    from clinhub.mentor import resonance
-
-    return resonance._shared is not None
 
 
 def _routing_from(data: dict, key: ResonanceKey) -> Routing:

@@ -494,6 +494,11 @@ _shared: ResonanceModel | None = None
 _shared_lock = threading.Lock()
 
 
+def model_ready() -> bool:
+    """Whether this process has trained its model yet (shared_model)."""
+    return _shared is not None
+
+
 def shared_model(cache_dir: Path | None = None) -> ResonanceModel:
     """The process's model, trained on first use (the embeddings cached in `cache_dir`)."""
     global _shared
@@ -602,6 +607,7 @@ __all__ = [
     "evaluate",
     "keyword_key",
     "load_examples",
+    "model_ready",
     "rhythm",
     "shared_model",
     "train",
